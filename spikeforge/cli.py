@@ -1,0 +1,170 @@
+"""`spikeforge` command line: the programmatic front door that the Makefile calls.
+
+    spikeforge demo   [--no-synth]            golden vs RTL on a generated layer, then a board build
+    spikeforge sim    [--simulator S] ...     one LIF layer on Verilator or Icarus vs golden
+    spikeforge synth  --board B [--target-mhz F]
+    spikeforge report                         collect build/reports/*.json into a Markdown summary
+    spikeforge bench                          Fmax/utilization and cycle benchmarks
+Heavy imports happen inside the subcommands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPORTS = Path("build/reports")
+
+
+def progress(msg: str) -> None:
+    print(f"[spikeforge] {msg}", flush=True)
+
+
+def _lif_params_from_args(args):
+    from .golden.lif import LIFParams
+    return LIFParams(theta=args.theta, leak_shift=args.leak_shift, width=args.width,
+                     reset=args.reset)
+
+
+def _generated_currents(args):
+    """A reproducible layer input: Poisson-like spike counts times random weights."""
+    import numpy as np
+    from .golden.lif import signed_range
+    rng = np.random.default_rng(args.seed)
+    lo, hi = signed_range(args.width)
+    currents = rng.normal(args.theta * 0.4, args.theta, size=(args.timesteps, args.neurons))
+    return np.clip(np.rint(currents), lo, hi).astype(np.int64)
+
+
+def run_layer(args) -> dict:
+    from .golden.lif import lif_array
+    from .sim.lif_demo import run_lif_layer
+    params = _lif_params_from_args(args)
+    currents = _generated_currents(args)
+    gold = lif_array(currents, params)
+    progress(f"LIF layer: N={args.neurons} T={args.timesteps} W={params.width} "
+             f"k={params.leak_shift} theta={params.theta} reset={params.reset} "
+             f"P={args.lanes}; golden model: {int(gold.spikes.sum())} spikes")
+    progress(f"building and running the RTL on {args.simulator} (first build takes ~20 s)")
+    t0 = time.monotonic()
+    res = run_lif_layer(currents, params, lanes=args.lanes, simulator=args.simulator,
+                        gap_prob=args.gap_prob, backpressure_prob=args.backpressure_prob,
+                        seed=args.seed)
+    res["elapsed_s"] = round(time.monotonic() - t0, 1)
+    verdict = "MATCH (bit-exact)" if res["matched"] else f"MISMATCH ({res['mismatches']} beats)"
+    ideal = args.timesteps * args.neurons // args.lanes
+    print(f"\n  golden vs {args.simulator} RTL : {verdict}")
+    print(f"  neuron updates          : {res['updates']}")
+    print(f"  cycles                  : {res['cycles']} (ideal {ideal} beats + pipeline fill)")
+    print(f"  spikes                  : {int(res['spikes'].sum())} "
+          f"(golden {int(gold.spikes.sum())})")
+    print(f"  saturations             : {res['sat_count']} (golden {gold.sat_count})\n")
+    return res
+
+
+def cmd_sim(args) -> int:
+    return 0 if run_layer(args)["matched"] else 1
+
+
+def cmd_synth(args) -> int:
+    from .boards.build import format_report_table, synth_board
+    report = synth_board(args.board, target_mhz=args.target_mhz, progress=progress)
+    print(format_report_table(report))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    t0 = time.monotonic()
+    res = run_layer(args)
+    if not args.no_synth:
+        progress(f"building the {args.board} bitstream (built-in self test around a "
+                 "64-neuron LIFArray)")
+        from .boards.build import format_report_table, synth_board
+        report = synth_board(args.board, progress=progress)
+        print(format_report_table(report))
+    progress(f"demo finished in {time.monotonic() - t0:.0f} s")
+    return 0 if res["matched"] else 1
+
+
+def cmd_report(args) -> int:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in sorted(REPORTS.glob("synth-*.json")):
+        r = json.loads(path.read_text())
+        rows.append(f"| {r['board']} | {r['device']} | {r['fmax_mhz']:.1f} | {r['target_mhz']} | "
+                    f"{'yes' if r['timing_met'] else 'NO'} | {r['luts']} | {r['ffs']} | "
+                    f"{r['brams']} | {r['dsps']} |")
+    md = ["# spikeforge hardware report", ""]
+    if rows:
+        md += ["| board | device | Fmax MHz | target MHz | timing met | LUTs/LCs | FFs | BRAMs | DSPs |",
+               "|---|---|---|---|---|---|---|---|---|", *rows]
+    else:
+        md.append("No synthesis reports yet: run `make synth BOARD=icebreaker`.")
+    out = REPORTS / "summary.md"
+    out.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    progress(f"wrote {out}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench
+    return run_bench(progress=progress)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spikeforge", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def layer_args(sp):
+        sp.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+        sp.add_argument("--neurons", type=int, default=64)
+        sp.add_argument("--timesteps", type=int, default=32)
+        sp.add_argument("--lanes", type=int, default=1)
+        sp.add_argument("--width", type=int, default=16)
+        sp.add_argument("--leak-shift", type=int, default=4)
+        sp.add_argument("--theta", type=int, default=256)
+        sp.add_argument("--reset", choices=("subtract", "zero"), default="subtract")
+        sp.add_argument("--gap-prob", type=float, default=0.1, help="random input idle cycles")
+        sp.add_argument("--backpressure-prob", type=float, default=0.1,
+                        help="random output not-ready cycles")
+        sp.add_argument("--seed", type=int, default=1)
+
+    sp = sub.add_parser("demo", help="golden vs RTL, then a board build")
+    layer_args(sp)
+    sp.add_argument("--board", default="icebreaker")
+    sp.add_argument("--no-synth", action="store_true", help="skip the bitstream build")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("sim", help="run one LIF layer on a simulator against golden")
+    layer_args(sp)
+    sp.set_defaults(func=cmd_sim)
+
+    sp = sub.add_parser("synth", help="build a board bitstream and its report")
+    sp.add_argument("--board", default="icebreaker")
+    sp.add_argument("--target-mhz", type=float, default=None)
+    sp.set_defaults(func=cmd_synth)
+
+    sp = sub.add_parser("report", help="summarize build/reports")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("bench", help="benchmarks -> build/reports/bench.{md,json}")
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:  # bad parameters, unknown board: a message, not a traceback
+        print(f"spikeforge: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
