@@ -1,0 +1,246 @@
+"""SynapseEngine: event-driven spike accumulation (design.md §4), bit-exact with
+`spikeforge.golden.synapse.synapse_engine`.
+
+Events `(index, T-bit word)` arrive on `i`; a silent word (0) is dropped on arrival and
+counted as skipped, so work is proportional to the input spikes. An event costs one cycle
+per output group (`n_out / lanes`): the weight word `w[group lanes, index]` is read and
+added, for every timestep whose bit is set, into that group's accumulator word
+(`timesteps x lanes` exact accumulators in `lib.memory`). The read-modify-write loop is a
+single adder with forwarding from the last write. After the event flagged `last`, the
+accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats and
+cleared: connect `o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`.
+Weights and biases are written at run time through `load` while the engine is idle.
+"""
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..golden.lif import signed_range
+from ..golden.synapse import accumulator_width
+from .lif_array import LIFOp
+
+
+class LoadTarget(enum.Enum, shape=1):
+    WEIGHT = 0  # addr = index * groups + group
+    BIAS = 1    # addr = group
+
+
+class SynapseEngine(wiring.Component):
+    def __init__(self, *, n_in, n_out, lanes=1, timesteps=4, weight_width=8, bias_width=None,
+                 weights=None, bias=None):
+        for name, value in (("n_in", n_in), ("n_out", n_out), ("lanes", lanes),
+                            ("timesteps", timesteps)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if n_out % lanes:
+            raise ValueError(f"lanes (P={lanes}) must divide n_out (N={n_out})")
+        if not isinstance(weight_width, int) or weight_width < 2:
+            raise ValueError(f"weight_width must be an integer >= 2, got {weight_width!r}")
+        if bias_width is not None and (not isinstance(bias_width, int) or bias_width < 2):
+            raise ValueError(f"bias_width must be None or an integer >= 2, got {bias_width!r}")
+        self.n_in, self.n_out, self.lanes, self.timesteps = n_in, n_out, lanes, timesteps
+        self.weight_width, self.bias_width = weight_width, bias_width
+        self.groups = n_out // lanes
+        self.acc_width = accumulator_width(n_in, weight_width)
+        self.current_width = accumulator_width(n_in, weight_width, bias_width)
+        self.index_width = max(1, ceil_log2(n_in))
+        self.group_width = max(1, ceil_log2(self.groups))
+        self.weight_init = self._weight_words(weights)
+        self.bias_init = self._bias_words(bias)
+
+        load_width = lanes * max(weight_width, bias_width or 0)
+        self.i_layout = data.StructLayout({"index": unsigned(self.index_width),
+                                           "spikes": unsigned(timesteps), "last": 1})
+        self.o_layout = data.StructLayout({
+            "op": LIFOp, "index": unsigned(self.group_width),
+            "current": data.ArrayLayout(signed(self.current_width), lanes)})
+        self.load_layout = data.StructLayout({
+            "target": LoadTarget, "addr": unsigned(max(1, ceil_log2(n_in * self.groups))),
+            "data": unsigned(load_width)})
+        super().__init__({
+            "i": In(stream.Signature(self.i_layout)),
+            "o": Out(stream.Signature(self.o_layout)),
+            "load": In(stream.Signature(self.load_layout)),
+            "busy": Out(1),
+            "busy_cycles": Out(32),
+            "events": Out(32),
+            "skipped": Out(32),
+            "index_error": Out(1),
+            "clear_counters": In(1),
+        })
+
+    def _weight_words(self, weights):
+        """[n_out, n_in] ints -> memory words, word index*groups+g holds lanes of group g."""
+        if weights is None:
+            return []
+        import numpy as np
+        w = np.asarray(weights)
+        if w.shape != (self.n_out, self.n_in) or not np.issubdtype(w.dtype, np.integer):
+            raise ValueError(f"weights must be an integer array of shape "
+                             f"({self.n_out}, {self.n_in}), got {w.dtype} {w.shape}")
+        lo, hi = signed_range(self.weight_width)
+        if w.size and (w.min() < lo or w.max() > hi):
+            raise ValueError(f"weights must fit signed {self.weight_width}-bit [{lo}, {hi}]")
+        P = self.lanes
+        return [[int(x) for x in w[g * P:(g + 1) * P, i]]
+                for i in range(self.n_in) for g in range(self.groups)]
+
+    def _bias_words(self, bias):
+        if bias is None:
+            return []
+        if self.bias_width is None:
+            raise ValueError("bias given but bias_width is None")
+        import numpy as np
+        b = np.asarray(bias)
+        if b.shape != (self.n_out,) or not np.issubdtype(b.dtype, np.integer):
+            raise ValueError(f"bias must be an integer array of shape ({self.n_out},)")
+        lo, hi = signed_range(self.bias_width)
+        if b.size and (b.min() < lo or b.max() > hi):
+            raise ValueError(f"bias must fit signed {self.bias_width}-bit [{lo}, {hi}]")
+        P = self.lanes
+        return [[int(x) for x in b[g * P:(g + 1) * P]] for g in range(self.groups)]
+
+    def elaborate(self, platform):
+        m = Module()
+        P, T, G = self.lanes, self.timesteps, self.groups
+        acc_word = data.ArrayLayout(data.ArrayLayout(signed(self.acc_width), P), T)
+        weight_word = data.ArrayLayout(signed(self.weight_width), P)
+
+        m.submodules.weights = wmem = Memory(shape=weight_word, depth=self.n_in * G,
+                                             init=self.weight_init)
+        m.submodules.accs = amem = Memory(shape=acc_word, depth=G, init=[])
+        w_rd, w_wr = wmem.read_port(), wmem.write_port()
+        a_rd, a_wr = amem.read_port(), amem.write_port()
+        if self.bias_width is not None:
+            bias_word = data.ArrayLayout(signed(self.bias_width), P)
+            m.submodules.bias = bmem = Memory(shape=bias_word, depth=G, init=self.bias_init)
+            b_rd, b_wr = bmem.read_port(), bmem.write_port()
+
+        # --- accumulate: dispatch (issue reads) -> update (add, write back) ---
+        d_valid = Signal()                      # an event is being dispatched
+        d_index = Signal(self.index_width)
+        d_spikes = Signal(T)
+        d_group = Signal(self.group_width)
+        d_done = d_valid & (d_group == G - 1)   # dispatch frees up after this cycle
+        pending_last = Signal()                 # drain once the pipeline is empty
+        draining = Signal()
+
+        u_valid = Signal()
+        u_group = Signal(self.group_width)
+        u_spikes = Signal(T)
+        lw_valid = Signal()
+        lw_group = Signal(self.group_width)
+        lw_acc = Signal(acc_word)
+
+        # Silent and out-of-range beats are dropped on arrival, even while an event is
+        # being dispatched; a real event waits for the dispatch to free up.
+        silent = self.i.payload.spikes == 0
+        in_range = self.i.payload.index < self.n_in
+        dispatch_free = ~d_valid | d_done
+        m.d.comb += self.i.ready.eq(~pending_last & ~draining &
+                                    (dispatch_free | silent | ~in_range))
+        take = self.i.valid & self.i.ready
+        new_event = take & ~silent & in_range
+        with m.If(new_event):
+            m.d.sync += [d_index.eq(self.i.payload.index), d_spikes.eq(self.i.payload.spikes),
+                         d_group.eq(0), d_valid.eq(1)]
+        with m.Elif(d_valid):
+            m.d.sync += [d_group.eq(d_group + 1), d_valid.eq(~d_done)]
+        with m.If(take & self.i.payload.last):
+            m.d.sync += pending_last.eq(1)
+        with m.If(take & ~in_range):
+            m.d.sync += self.index_error.eq(1)
+
+        m.d.comb += [w_rd.addr.eq(d_index * G + d_group), w_rd.en.eq(1)]
+        m.d.sync += [u_valid.eq(d_valid), u_group.eq(d_group), u_spikes.eq(d_spikes)]
+
+        # Update: the accumulator read issued with the dispatch misses the write made in
+        # the same cycle, which is exactly the last-write register.
+        acc_in = Signal(acc_word)
+        acc_out = Signal(acc_word)
+        m.d.comb += acc_in.eq(Mux(lw_valid & (lw_group == u_group), lw_acc, a_rd.data))
+        for t in range(T):
+            for lane in range(P):
+                m.d.comb += acc_out[t][lane].eq(
+                    acc_in[t][lane] + Mux(u_spikes[t], w_rd.data[lane], 0))
+        m.d.sync += [lw_valid.eq(u_valid), lw_group.eq(u_group), lw_acc.eq(acc_out)]
+
+        # --- drain: timestep-major read of every group, + bias, clear after the last t ---
+        # issue (counter) -> read stage (memory data) -> output register; all advance
+        # together when the output can accept.
+        advance = ~self.o.valid | self.o.ready
+        r_active = Signal()                      # reads left to issue
+        r_t = Signal(range(T))
+        r_group = Signal(self.group_width)
+        q_valid = Signal()                       # read data belongs to (q_t, q_group)
+        q_t = Signal(range(T))
+        q_group = Signal(self.group_width)
+        m.d.comb += draining.eq(r_active | q_valid)
+
+        with m.If(pending_last & ~d_valid & ~u_valid):
+            m.d.sync += [pending_last.eq(0), r_active.eq(1), r_t.eq(0), r_group.eq(0)]
+        with m.If(advance & ~pending_last):
+            m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group)]
+            with m.If(r_active):
+                with m.If(r_group == G - 1):
+                    m.d.sync += [r_group.eq(0), r_t.eq(r_t + 1)]
+                    with m.If(r_t == T - 1):
+                        m.d.sync += r_active.eq(0)
+                with m.Else():
+                    m.d.sync += r_group.eq(r_group + 1)
+
+        # Accumulator port sharing: the dispatch reads by group while accumulating, the
+        # drain by its counter; writes come from the update stage, or clear during drain.
+        with m.If(draining):
+            m.d.comb += [a_rd.addr.eq(r_group), a_rd.en.eq(advance)]
+        with m.Else():
+            m.d.comb += [a_rd.addr.eq(d_group), a_rd.en.eq(1)]
+        with m.If(draining):
+            m.d.comb += [a_wr.addr.eq(q_group), a_wr.data.eq(0),
+                         a_wr.en.eq(advance & q_valid & (q_t == T - 1))]
+        with m.Else():
+            m.d.comb += [a_wr.addr.eq(u_group), a_wr.data.eq(acc_out), a_wr.en.eq(u_valid)]
+
+        currents = Signal(self.o_layout["current"].shape)
+        if self.bias_width is not None:
+            m.d.comb += [b_rd.addr.eq(r_group), b_rd.en.eq(advance)]
+        acc_t = Signal(data.ArrayLayout(signed(self.acc_width), P))
+        m.d.comb += acc_t.eq(a_rd.data.as_value().word_select(q_t, self.acc_width * P))
+        for lane in range(P):
+            value = acc_t[lane]
+            if self.bias_width is not None:
+                value = value + b_rd.data[lane]
+            m.d.comb += currents[lane].eq(value)
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(q_valid),
+                         self.o.payload.op.eq(LIFOp.UPDATE),
+                         self.o.payload.index.eq(q_group),
+                         self.o.payload.current.eq(currents)]
+
+        # --- run-time weight / bias load, only while idle ---
+        idle = ~d_valid & ~u_valid & ~pending_last & ~draining
+        m.d.comb += [self.load.ready.eq(idle), self.busy.eq(~idle)]
+        load_go = self.load.valid & idle
+        m.d.comb += [w_wr.addr.eq(self.load.payload.addr),
+                     w_wr.data.eq(self.load.payload.data),
+                     w_wr.en.eq(load_go & (self.load.payload.target == LoadTarget.WEIGHT))]
+        if self.bias_width is not None:
+            m.d.comb += [b_wr.addr.eq(self.load.payload.addr),
+                         b_wr.data.eq(self.load.payload.data),
+                         b_wr.en.eq(load_go & (self.load.payload.target == LoadTarget.BIAS))]
+
+        # --- performance counters ---
+        with m.If(self.clear_counters):
+            m.d.sync += [self.busy_cycles.eq(0), self.events.eq(0), self.skipped.eq(0),
+                         self.index_error.eq(0)]
+        with m.Else():
+            with m.If(~idle):
+                m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
+            with m.If(new_event):
+                m.d.sync += self.events.eq(self.events + 1)
+            with m.If(take & silent & in_range):
+                m.d.sync += self.skipped.eq(self.skipped + 1)
+        return m

@@ -1,0 +1,167 @@
+"""SynapseEngine in Amaranth's simulator against the golden `synapse_engine`."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeforge.golden.synapse import (pack_spikes, spike_events, synapse_engine,
+                                       synapse_engine_cycles, unpack_spikes)
+from spikeforge.rtl.synapse_engine import LoadTarget, SynapseEngine
+
+
+def run_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=()):
+    """Each inference is a list of (index, word) beats; the last beat carries `last`.
+    Returns the drained currents per inference [T, n_out] and counters."""
+    rng = random.Random(seed)
+    T, G, P = dut.timesteps, dut.groups, dut.lanes
+    results, counters = [], {}
+
+    async def source(ctx):
+        for addr, target, words in loads:
+            ctx.set(dut.load.payload, {"target": target, "addr": addr, "data": words})
+            ctx.set(dut.load.valid, 1)
+            await ctx.tick().until(dut.load.ready)
+            ctx.set(dut.load.valid, 0)
+        for beats in inferences:
+            for k, (index, word) in enumerate(beats):
+                while rng.random() < gap:
+                    await ctx.tick()
+                ctx.set(dut.i.payload, {"index": index, "spikes": word,
+                                        "last": k == len(beats) - 1})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+
+    async def sink(ctx):
+        cycles = 0
+        for _ in inferences:
+            cur = np.zeros((T, dut.n_out), dtype=np.int64)
+            for beat in range(T * G):
+                while True:
+                    ready = rng.random() >= stall
+                    ctx.set(dut.o.ready, ready)
+                    _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+                    cycles += 1
+                    assert cycles < 10_000, "SynapseEngine stopped producing output"
+                    if valid and ready:
+                        break
+                t, g = divmod(beat, G)
+                assert payload.index == g
+                cur[t, g * P:(g + 1) * P] = [int(c) for c in payload.current]
+            results.append(cur)
+        counters.update(events=ctx.get(dut.events), skipped=ctx.get(dut.skipped),
+                        busy_cycles=ctx.get(dut.busy_cycles),
+                        index_error=ctx.get(dut.index_error))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    return results, counters
+
+
+def with_silent_tail(spikes):
+    """Event beats for one inference; a silent `last` beat when the final neuron is silent."""
+    events = spike_events(spikes)
+    n_in = spikes.shape[1]
+    if not events or events[-1][0] != n_in - 1:
+        events.append((n_in - 1, 0))
+    return events
+
+
+@pytest.mark.parametrize("n_in,n_out,lanes,T,bias_width", [
+    (16, 8, 1, 4, None), (16, 8, 4, 4, 10), (10, 4, 4, 3, 8), (5, 6, 2, 8, None),
+    (7, 1, 1, 2, 6),
+])
+@pytest.mark.parametrize("sparsity", [0.0, 0.6, 0.95])
+def test_matches_golden(n_in, n_out, lanes, T, bias_width, sparsity):
+    rng = np.random.default_rng(n_in * 100 + n_out + lanes + int(sparsity * 10))
+    w = rng.integers(-128, 128, size=(n_out, n_in))
+    w[rng.random(w.shape) < 0.05] = -128
+    bias = rng.integers(-(1 << (bias_width - 1)), 1 << (bias_width - 1), size=n_out) \
+        if bias_width else None
+    dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w,
+                        bias_width=bias_width, bias=bias)
+    inputs = [(rng.random((T, n_in)) >= sparsity).astype(np.int64) for _ in range(3)]
+    beats = [with_silent_tail(s) for s in inputs]
+    got, counters = run_engine(dut, beats, gap=0.3, stall=0.3, seed=n_in)
+    for s, cur in zip(inputs, got):
+        expect = synapse_engine(spike_events(s), w, T, bias=bias, bias_width=bias_width)
+        assert cur.tolist() == expect.tolist()
+    assert counters["events"] == sum(len(spike_events(s)) for s in inputs)
+    assert counters["skipped"] == sum(len(b) for b in beats) - counters["events"]
+
+
+def test_runtime_weight_load_and_out_of_range_index():
+    n_in, n_out, lanes, T = 6, 4, 2, 4
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, size=(n_out, n_in))
+    dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T)
+    G = n_out // lanes
+    loads = [(i * G + g, LoadTarget.WEIGHT,
+              sum((int(w[g * lanes + l, i]) & 0xFF) << (8 * l) for l in range(lanes)))
+             for i in range(n_in) for g in range(G)]
+    spikes = rng.integers(0, 2, size=(T, n_in))
+    beats = spike_events(spikes)
+    # index 6 and 7 are out of range for 6 inputs: dropped, flagged, nothing corrupted
+    beats = beats[:1] + [(7, 0b1111), (6, 0b0101)] + beats[1:] + [(n_in - 1, 0)]
+    got, counters = run_engine(dut, [beats], loads=loads)
+    assert got[0].tolist() == synapse_engine(spike_events(spikes), w, T).tolist()
+    assert counters["index_error"] == 1
+
+
+def test_event_driven_cycles_follow_the_spikes():
+    """Dense input costs one cycle per event and group; 90 % silent input ~10x less."""
+    n_in, n_out, lanes, T = 64, 16, 4, 4
+    w = np.random.default_rng(3).integers(-128, 128, size=(n_out, n_in))
+    dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w)
+    busy = {}
+    for sparsity in (0.0, 0.9):
+        spikes = np.zeros((T, n_in), dtype=np.int64)
+        active = np.random.default_rng(4).permutation(n_in)[:round(n_in * (1 - sparsity))]
+        spikes[0, active] = 1
+        beats = with_silent_tail(spikes)
+        got, counters = run_engine(SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes,
+                                                 timesteps=T, weights=w), [beats])
+        ideal = synapse_engine_cycles(len(spike_events(spikes)), n_out, lanes, T)
+        assert counters["busy_cycles"] <= 1.15 * ideal + len(beats), (sparsity, counters, ideal)
+        busy[sparsity] = counters["busy_cycles"]
+    assert busy[0.0] >= 5 * busy[0.9]
+
+
+def test_packing_roundtrip():
+    s = np.random.default_rng(5).integers(0, 2, size=(6, 9))
+    assert unpack_spikes(pack_spikes(s), 6).tolist() == s.tolist()
+    with pytest.raises(ValueError, match="binary"):
+        pack_spikes(s * 2)
+
+
+def test_constructor_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="lanes"):
+        SynapseEngine(n_in=4, n_out=6, lanes=4)
+    with pytest.raises(ValueError, match="weights"):
+        SynapseEngine(n_in=4, n_out=4, weights=np.full((4, 4), 200))
+    with pytest.raises(ValueError, match="bias_width"):
+        SynapseEngine(n_in=4, n_out=4, bias=np.zeros(4, dtype=int))
+
+
+def test_silent_beats_are_dropped_on_arrival():
+    """A full event stream (every input neuron, mostly silent words): silent beats cost at
+    most one input cycle each and no dispatch."""
+    n_in, n_out, lanes, T = 64, 16, 4, 4
+    rng = np.random.default_rng(6)
+    w = rng.integers(-128, 128, size=(n_out, n_in))
+    spikes = (rng.random((T, n_in)) >= 0.97).astype(np.int64)
+    words = pack_spikes(spikes)
+    beats = [(i, int(words[i])) for i in range(n_in)]
+    dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w)
+    got, counters = run_engine(dut, [beats])
+    assert got[0].tolist() == synapse_engine(spike_events(spikes), w, T).tolist()
+    events = len(spike_events(spikes))
+    silent = n_in - events
+    assert counters["events"] == events and counters["skipped"] == silent
+    ideal = synapse_engine_cycles(events, n_out, lanes, T)
+    assert counters["busy_cycles"] <= 1.15 * ideal + silent
