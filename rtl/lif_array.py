@@ -2,18 +2,21 @@
 `spikeforge.golden.lif.lif_array`.
 
 `n` neurons in `n // lanes` groups; one group (all `lanes` neurons) is updated per cycle.
-Membranes live in `amaranth.lib.memory` (one word = `lanes` membranes). Three pipeline
+Membranes live in `amaranth.lib.memory` (one word = `lanes` membranes). Four pipeline
 stages, all advancing together when the output can accept (`~o.valid | o.ready`):
 
     A: accept beat, issue the membrane read       (address = index)
-    B: read data -> forwarding mux -> leak        (v - (v >> k))
-    C: add current, spike compare, reset, write back; result -> output register
+    B: read data -> forwarding mux -> leak        (v - (v >> k)); x - θ, x + θ
+    C: the sums l + x, l + x - θ, l + x + θ and their range flags
+    D: fire / reset / saturate select, write back; result -> output register
 
-The read-modify-write loop is closed by forwarding: B takes the membrane from C (update
-in flight) or from the last write (not yet visible to the non-transparent read port)
-when the index matches, so back-to-back beats for the same group never stall.
-The spike decision and saturation are computed from unsaturated sums so that only two
-adders and a select sit in the loop: `h >= θ  <=>  l + x >= θ` because θ <= max.
+No cycle holds more than one carry chain and a few LUTs (the read-modify-write loop of
+ODIN-style cores is what limits their clock, design.md §9). B forwards the membrane from
+the last write, which the non-transparent read port cannot see yet; a beat whose group is
+still in B or C waits (a bubble). In timestep-major order with three or more groups that
+never happens: one beat per cycle. With one or two groups the rate drops to 1/3 or 2/3.
+Spike and saturation decisions use unsaturated sums: `h >= θ  <=>  l + x >= θ` since
+θ <= max, and likewise for the negative spike.
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
@@ -86,9 +89,10 @@ class LIFArray(wiring.Component):
         W, P = self.width, self.lanes
         lo, hi = signed_range(W)
         sum_width = max(W, self.in_width) + 2  # l + x ± θ never overflows this
+        word = data.ArrayLayout(signed(W), P)
+        wide = data.ArrayLayout(signed(sum_width), P)
 
-        m.submodules.mem = mem = Memory(shape=data.ArrayLayout(signed(W), P),
-                                        depth=self.groups, init=[])
+        m.submodules.mem = mem = Memory(shape=word, depth=self.groups, init=[])
         rd = mem.read_port()
         wr = mem.write_port()
 
@@ -104,97 +108,120 @@ class LIFArray(wiring.Component):
                              leak_shift.eq(self.cfg.leak_shift)]
 
         advance = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(advance)
+        b_valid, b = Signal(), Signal(self.i_layout)
+        c_valid, c_op, c_index = Signal(), Signal(LIFOp), Signal(self.index_width)
+        d_valid, d_op, d_index = Signal(), Signal(LIFOp), Signal(self.index_width)
+        d_writes = d_valid & (d_op != LIFOp.READ)
 
-        # Stage A: accept and read.
-        in_range = self.i.payload.index < self.groups
-        m.d.comb += [rd.addr.eq(self.i.payload.index), rd.en.eq(advance)]
-        b_valid = Signal()
-        b = Signal(self.i_layout)
+        # Stage A: accept and read. A beat whose group is in B or C would miss its
+        # write-back (neither the memory nor the last-write register has it yet): wait.
+        index = self.i.payload.index
+        in_range = index < self.groups
+        hazard = (b_valid & (b.index == index)) | (c_valid & (c_index == index))
+        m.d.comb += [self.i.ready.eq(advance & ~hazard),
+                     rd.addr.eq(index), rd.en.eq(advance)]
+        # The beat in D now is the last write when this beat reaches B: decide the
+        # forwarding here so B's path starts at a register.
+        b_forward = Signal()
         with m.If(advance):
-            m.d.sync += [b_valid.eq(self.i.valid & in_range), b.eq(self.i.payload)]
-        with m.If(self.i.valid & advance & ~in_range):
+            m.d.sync += [b_valid.eq(self.i.valid & self.i.ready & in_range),
+                         b.eq(self.i.payload),
+                         b_forward.eq(d_writes & (d_index == index))]
+        with m.If(self.i.valid & self.i.ready & ~in_range):
             m.d.sync += self.index_error.eq(1)
 
-        # Stage C registers (declared first: B forwards from C's result).
-        c_valid = Signal()
-        c_op = Signal(LIFOp)
-        c_index = Signal(self.index_width)
-        c_leaked = Signal(data.ArrayLayout(signed(W), P))
-        c_x = Signal(data.ArrayLayout(signed(self.in_width), P))
-        c_new_v = Signal(data.ArrayLayout(signed(W), P))
-        c_writes = c_valid & (c_op != LIFOp.READ)
-
-        # Last write, for a read issued in the same cycle as that write.
-        lw_valid = Signal()
-        lw_index = Signal(self.index_width)
-        lw_v = Signal(data.ArrayLayout(signed(W), P))
-
-        # Stage B: forwarding mux and leak.
-        v_b = Signal(data.ArrayLayout(signed(W), P))
-        with m.If(c_writes & (c_index == b.index)):
-            m.d.comb += v_b.eq(c_new_v)
-        with m.Elif(lw_valid & (lw_index == b.index)):
-            m.d.comb += v_b.eq(lw_v)
-        with m.Else():
-            m.d.comb += v_b.eq(rd.data)
+        # Stage B: forwarding mux, leak; x - θ and x + θ off the critical path.
+        # LOAD: l = 0 so the sum is the loaded value; READ: x = 0 so the sum is the stored
+        # membrane (which fits, so it never saturates).
+        lw_v = Signal(word)  # last write
+        v_b = Signal(word)
+        m.d.comb += v_b.eq(Mux(b_forward, lw_v, rd.data))
+        c_leaked, c_x = Signal(word), Signal(data.ArrayLayout(signed(self.in_width), P))
+        c_x_minus, c_x_plus = Signal(wide), Signal(wide)
         with m.If(advance):
-            m.d.sync += [c_valid.eq(b_valid), c_op.eq(b.op), c_index.eq(b.index),
-                         c_x.eq(b.current)]
+            m.d.sync += [c_valid.eq(b_valid), c_op.eq(b.op), c_index.eq(b.index)]
             for lane in range(P):
-                v = v_b[lane]
-                m.d.sync += c_leaked[lane].eq(Mux(leak_en & (b.op == LIFOp.UPDATE),
-                                                  v - (v >> leak_shift), v))
+                v, x = v_b[lane], Mux(b.op == LIFOp.READ, 0, b.current[lane])
+                with m.If(b.op == LIFOp.LOAD):
+                    m.d.sync += c_leaked[lane].eq(0)
+                with m.Elif(leak_en & (b.op == LIFOp.UPDATE)):
+                    m.d.sync += c_leaked[lane].eq(v - (v >> leak_shift))
+                with m.Else():
+                    m.d.sync += c_leaked[lane].eq(v)
+                m.d.sync += [c_x[lane].eq(x), c_x_minus[lane].eq(x - theta),
+                             c_x_plus[lane].eq(x + theta)]
 
-        # Stage C: integrate, fire, reset.
+        # Stage C: the three sums and their range flags.
+        d_sum, d_above, d_below = Signal(wide), Signal(wide), Signal(wide)  # l+x, -θ, +θ
+        d_over, d_under, d_below_le0 = Signal(P), Signal(P), Signal(P)
+        with m.If(advance):
+            m.d.sync += [d_valid.eq(c_valid), d_op.eq(c_op), d_index.eq(c_index)]
+            for lane in range(P):
+                l = c_leaked[lane]
+                a = Signal(signed(sum_width), name=f"sum{lane}")
+                below = Signal(signed(sum_width), name=f"below{lane}")
+                m.d.comb += [a.eq(l + c_x[lane]), below.eq(l + c_x_plus[lane])]
+                # Out of the W-bit range iff the bits above W-1 are not a sign extension.
+                top = a[W - 1:]
+                fits = (top == 0) | (top == (1 << len(top)) - 1)
+                m.d.sync += [d_sum[lane].eq(a), d_above[lane].eq(l + c_x_minus[lane]),
+                             d_below[lane].eq(below), d_over[lane].eq(~fits & ~a[-1]),
+                             d_under[lane].eq(~fits & a[-1]),
+                             d_below_le0[lane].eq(below <= 0)]
+
+        # Stage D: fire, reset, saturate; write back.
+        d_new_v = Signal(word)
         spikes = Signal(self.o_layout["spikes"].shape)
         sat_lanes = Signal(P)
         for lane in range(P):
-            l, x = c_leaked[lane], c_x[lane]
-            a = Signal(signed(sum_width), name=f"sum{lane}")        # l + x
-            above = Signal(signed(sum_width), name=f"above{lane}")  # l + x - θ
-            m.d.comb += [a.eq(Mux(c_op == LIFOp.LOAD, x, l + x)), above.eq(l + x - theta)]
-            over, under = a > hi, a < lo
-            h = Mux(over, hi, Mux(under, lo, a))
-            fire = (c_op == LIFOp.UPDATE) & (above >= 0)
+            over, under = d_over[lane], d_under[lane]
+            h = Mux(over, hi, Mux(under, lo, d_sum[lane]))
+            fire = (d_op == LIFOp.UPDATE) & ~d_above[lane][-1]
             fire_neg = Signal(name=f"fire_neg{lane}")
             if self.signed_spikes:
-                m.d.comb += fire_neg.eq((c_op == LIFOp.UPDATE) & (a + theta <= 0))
+                m.d.comb += fire_neg.eq((d_op == LIFOp.UPDATE) & d_below_le0[lane])
             if self.reset == "subtract":
-                fired_v = Mux(over, hi - theta, above)
-                fired_neg_v = Mux(under, lo + theta, a + theta)
+                fired_v = Mux(over, hi - theta, d_above[lane])
+                fired_neg_v = Mux(under, lo + theta, d_below[lane])
             else:
                 fired_v = fired_neg_v = self.v_reset
-            with m.If(c_op == LIFOp.READ):
-                m.d.comb += c_new_v[lane].eq(l)
-            with m.Elif(fire):
-                m.d.comb += c_new_v[lane].eq(fired_v)
+            with m.If(fire):
+                m.d.comb += d_new_v[lane].eq(fired_v)
             with m.Elif(fire_neg):
-                m.d.comb += c_new_v[lane].eq(fired_neg_v)
+                m.d.comb += d_new_v[lane].eq(fired_neg_v)
             with m.Else():
-                m.d.comb += c_new_v[lane].eq(h)
+                m.d.comb += d_new_v[lane].eq(h)
             m.d.comb += [spikes[lane].eq(Mux(fire, 1, Mux(fire_neg, -1, 0))),
-                         sat_lanes[lane].eq((c_op != LIFOp.READ) & (over | under))]
+                         sat_lanes[lane].eq(over | under)]
 
-        m.d.comb += [wr.addr.eq(c_index), wr.data.eq(c_new_v), wr.en.eq(advance & c_writes)]
+        m.d.comb += [wr.addr.eq(d_index), wr.data.eq(d_new_v), wr.en.eq(advance & d_writes)]
         with m.If(advance):
             m.d.sync += [
-                self.o.valid.eq(c_valid),
-                self.o.payload.op.eq(c_op),
-                self.o.payload.index.eq(c_index),
+                self.o.valid.eq(d_valid),
+                self.o.payload.op.eq(d_op),
+                self.o.payload.index.eq(d_index),
                 self.o.payload.spikes.eq(spikes),
-                self.o.payload.membrane.eq(c_new_v),
-                lw_valid.eq(c_writes), lw_index.eq(c_index), lw_v.eq(c_new_v),
+                self.o.payload.membrane.eq(d_new_v),
+                lw_v.eq(d_new_v),
             ]
 
-        # Saturation flag and counter: count every lane-update that clipped.
-        new_sats = Signal(range(P + 1))
-        m.d.comb += new_sats.eq(sum(sat_lanes[lane] for lane in range(P)))
+        # Saturation flag and counter, one cycle behind the update to keep the 32-bit count
+        # off the datapath: count every lane-update that clipped; the count saturates.
+        sat_seen = Signal(range(P + 1))
+        with m.If(advance & d_valid):
+            m.d.sync += sat_seen.eq(sum(sat_lanes[lane] for lane in range(P)))
+        with m.Else():
+            m.d.sync += sat_seen.eq(0)
+        # Adding at most P cannot overflow while the upper bits are not all ones; that test
+        # runs beside the adder. Past it the count sticks at 2^32 - 1 (it never wraps; the
+        # last 2^L counts below the maximum are not resolved).
+        low_bits = (P + 1).bit_length()
+        room = ~self.sat_count[low_bits:].all()
+        next_count = Mux(room, self.sat_count + sat_seen, (1 << 32) - 1)
         with m.If(self.clear_flags):
             m.d.sync += [self.saturated.eq(0), self.sat_count.eq(0), self.index_error.eq(0),
                          self.cfg_error.eq(0)]
-        with m.Elif(advance & c_valid & (new_sats != 0)):
-            m.d.sync += self.saturated.eq(1)
-            with m.If(self.sat_count <= (1 << 32) - 1 - P):  # saturates, never wraps
-                m.d.sync += self.sat_count.eq(self.sat_count + new_sats)
+        with m.Elif(sat_seen != 0):
+            m.d.sync += [self.saturated.eq(1),
+                         self.sat_count.eq(next_count)]
         return m
