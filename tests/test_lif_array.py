@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from amaranth_streams import stream_get, stream_put
 from spikeforge.golden.lif import LIFParams, lif_array, signed_range
 from spikeforge.rtl.lif_array import LIFArray, LIFOp
 
@@ -29,24 +30,16 @@ def run_rtl(currents, params: LIFParams, lanes, *, gap=0.0, stall=0.0, seed=0, o
 
     async def source(ctx):
         for op, g, cur in beats:
-            while rng.random() < gap:
-                await ctx.tick()
-            ctx.set(dut.i.payload, {"op": op, "index": g, "current": [int(c) for c in cur]})
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+            await stream_put(ctx, dut.i, {"op": op, "index": g,
+                                          "current": [int(c) for c in cur]}, rng, gap)
 
     async def sink(ctx):
         expected_beats = sum(1 for _, g, _ in beats if g < groups)
         cycles = 0
         while len(out) < expected_beats:
-            ready = rng.random() >= stall
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            cycles += 1
-            if valid and ready:
-                out.append(payload)
-            assert cycles < 100 * len(beats) + 100, "LIFArray stopped producing output"
+            payload, waited = await stream_get(ctx, dut.o, rng, stall)
+            out.append(payload)
+            cycles += waited
         state.update(sat_count=ctx.get(dut.sat_count), index_error=ctx.get(dut.index_error),
                      cycles=cycles)
 

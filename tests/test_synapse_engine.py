@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
+from amaranth_streams import stream_get, stream_put
 from spikeforge.golden.synapse import (pack_spikes, spike_events, synapse_engine,
                                        synapse_engine_cycles, unpack_spikes)
 from spikeforge.rtl.synapse_engine import LoadTarget, SynapseEngine
@@ -20,33 +21,17 @@ def run_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=()):
 
     async def source(ctx):
         for addr, target, words in loads:
-            ctx.set(dut.load.payload, {"target": target, "addr": addr, "data": words})
-            ctx.set(dut.load.valid, 1)
-            await ctx.tick().until(dut.load.ready)
-            ctx.set(dut.load.valid, 0)
+            await stream_put(ctx, dut.load, {"target": target, "addr": addr, "data": words})
         for beats in inferences:
             for k, (index, word) in enumerate(beats):
-                while rng.random() < gap:
-                    await ctx.tick()
-                ctx.set(dut.i.payload, {"index": index, "spikes": word,
-                                        "last": k == len(beats) - 1})
-                ctx.set(dut.i.valid, 1)
-                await ctx.tick().until(dut.i.ready)
-                ctx.set(dut.i.valid, 0)
+                await stream_put(ctx, dut.i, {"index": index, "spikes": word,
+                                              "last": k == len(beats) - 1}, rng, gap)
 
     async def sink(ctx):
-        cycles = 0
         for _ in inferences:
             cur = np.zeros((T, dut.n_out), dtype=np.int64)
             for beat in range(T * G):
-                while True:
-                    ready = rng.random() >= stall
-                    ctx.set(dut.o.ready, ready)
-                    _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-                    cycles += 1
-                    assert cycles < 10_000, "SynapseEngine stopped producing output"
-                    if valid and ready:
-                        break
+                payload, _ = await stream_get(ctx, dut.o, rng, stall)
                 t, g = divmod(beat, G)
                 assert payload.index == g
                 cur[t, g * P:(g + 1) * P] = [int(c) for c in payload.current]
