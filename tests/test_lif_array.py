@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from amaranth_streams import stream_get, stream_put
+from spikeforge.sim.amaranth_runs import stream_get, stream_put
 from spikeforge.golden.lif import LIFParams, lif_array, signed_range
 from spikeforge.rtl.lif_array import LIFArray, LIFOp
 

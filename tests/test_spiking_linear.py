@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from amaranth_streams import stream_get, stream_put
+from spikeforge.sim.amaranth_runs import event_beats, stream_get, stream_put
 from spikeforge.golden.lif import LIFParams, lif_array, spiking_linear
-from spikeforge.golden.synapse import spike_events
 from spikeforge.rtl.spiking_linear import SpikingLinear
 
 
@@ -27,9 +26,7 @@ def test_matches_golden_spiking_linear(n_in, n_out, lanes, T, sparsity):
     gold = spiking_linear(spikes_in, w, params, bias=bias)
     gold_trace = lif_array(
         spikes_in @ w.T + bias, params, record_membranes=True)
-    events = spike_events(spikes_in)
-    if not events or events[-1][0] != n_in - 1:
-        events.append((n_in - 1, 0))
+    events = event_beats(spikes_in)
     pyrng = random.Random(1)
     G = n_out // lanes
     got_spikes = np.zeros((T, n_out), dtype=np.int64)

@@ -1,60 +1,12 @@
 """SynapseEngine in Amaranth's simulator against the golden `synapse_engine`."""
 
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from amaranth_streams import stream_get, stream_put
+from spikeforge.sim.amaranth_runs import event_beats, run_synapse_engine
 from spikeforge.golden.synapse import (pack_spikes, spike_events, synapse_engine,
                                        synapse_engine_cycles, unpack_spikes)
 from spikeforge.rtl.synapse_engine import LoadTarget, SynapseEngine
-
-
-def run_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=()):
-    """Each inference is a list of (index, word) beats; the last beat carries `last`.
-    Returns the drained currents per inference [T, n_out] and counters."""
-    rng = random.Random(seed)
-    T, G, P = dut.timesteps, dut.groups, dut.lanes
-    results, counters = [], {}
-
-    async def source(ctx):
-        for addr, target, words in loads:
-            await stream_put(ctx, dut.load, {"target": target, "addr": addr, "data": words})
-        for beats in inferences:
-            for k, (index, word) in enumerate(beats):
-                await stream_put(ctx, dut.i, {"index": index, "spikes": word,
-                                              "last": k == len(beats) - 1}, rng, gap)
-
-    async def sink(ctx):
-        for _ in inferences:
-            cur = np.zeros((T, dut.n_out), dtype=np.int64)
-            for beat in range(T * G):
-                payload, _ = await stream_get(ctx, dut.o, rng, stall)
-                t, g = divmod(beat, G)
-                assert payload.index == g
-                cur[t, g * P:(g + 1) * P] = [int(c) for c in payload.current]
-            results.append(cur)
-        counters.update(events=ctx.get(dut.events), skipped=ctx.get(dut.skipped),
-                        busy_cycles=ctx.get(dut.busy_cycles),
-                        index_error=ctx.get(dut.index_error))
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
-    return results, counters
-
-
-def with_silent_tail(spikes):
-    """Event beats for one inference; a silent `last` beat when the final neuron is silent."""
-    events = spike_events(spikes)
-    n_in = spikes.shape[1]
-    if not events or events[-1][0] != n_in - 1:
-        events.append((n_in - 1, 0))
-    return events
 
 
 @pytest.mark.parametrize("n_in,n_out,lanes,T,bias_width", [
@@ -71,8 +23,8 @@ def test_matches_golden(n_in, n_out, lanes, T, bias_width, sparsity):
     dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w,
                         bias_width=bias_width, bias=bias)
     inputs = [(rng.random((T, n_in)) >= sparsity).astype(np.int64) for _ in range(3)]
-    beats = [with_silent_tail(s) for s in inputs]
-    got, counters = run_engine(dut, beats, gap=0.3, stall=0.3, seed=n_in)
+    beats = [event_beats(s) for s in inputs]
+    got, counters = run_synapse_engine(dut, beats, gap=0.3, stall=0.3, seed=n_in)
     for s, cur in zip(inputs, got):
         expect = synapse_engine(spike_events(s), w, T, bias=bias, bias_width=bias_width)
         assert cur.tolist() == expect.tolist()
@@ -93,7 +45,7 @@ def test_runtime_weight_load_and_out_of_range_index():
     beats = spike_events(spikes)
     # index 6 and 7 are out of range for 6 inputs: dropped, flagged, nothing corrupted
     beats = beats[:1] + [(7, 0b1111), (6, 0b0101)] + beats[1:] + [(n_in - 1, 0)]
-    got, counters = run_engine(dut, [beats], loads=loads)
+    got, counters = run_synapse_engine(dut, [beats], loads=loads)
     assert got[0].tolist() == synapse_engine(spike_events(spikes), w, T).tolist()
     assert counters["index_error"] == 1
 
@@ -108,8 +60,8 @@ def test_event_driven_cycles_follow_the_spikes():
         spikes = np.zeros((T, n_in), dtype=np.int64)
         active = np.random.default_rng(4).permutation(n_in)[:round(n_in * (1 - sparsity))]
         spikes[0, active] = 1
-        beats = with_silent_tail(spikes)
-        got, counters = run_engine(SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes,
+        beats = event_beats(spikes)
+        got, counters = run_synapse_engine(SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes,
                                                  timesteps=T, weights=w), [beats])
         ideal = synapse_engine_cycles(len(spike_events(spikes)), n_out, lanes, T)
         assert counters["busy_cycles"] <= 1.15 * ideal + len(beats), (sparsity, counters, ideal)
@@ -143,7 +95,7 @@ def test_silent_beats_are_dropped_on_arrival():
     words = pack_spikes(spikes)
     beats = [(i, int(words[i])) for i in range(n_in)]
     dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w)
-    got, counters = run_engine(dut, [beats])
+    got, counters = run_synapse_engine(dut, [beats])
     assert got[0].tolist() == synapse_engine(spike_events(spikes), w, T).tolist()
     events = len(spike_events(spikes))
     silent = n_in - events

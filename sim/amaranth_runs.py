@@ -1,0 +1,78 @@
+"""Drive cores in Amaranth's simulator (fast, pure Python): stream put/get with random gaps
+and stalls, and runners shared by the unit tests and `spikeforge bench`."""
+
+import random
+
+import numpy as np
+from amaranth.sim import Simulator
+
+
+async def stream_put(ctx, stream, payload, rng=None, gap=0.0):
+    """Offer `payload` on `stream` (after random idle cycles) until it is accepted."""
+    while rng is not None and rng.random() < gap:
+        await ctx.tick()
+    ctx.set(stream.payload, payload)
+    ctx.set(stream.valid, 1)
+    await ctx.tick().until(stream.ready)
+    ctx.set(stream.valid, 0)
+
+
+async def stream_get(ctx, stream, rng=None, stall=0.0, timeout=10_000):
+    """Take one payload from `stream`, holding `ready` low on random cycles.
+    Returns (payload, cycles waited)."""
+    for cycles in range(1, timeout + 1):
+        ready = rng is None or rng.random() >= stall
+        ctx.set(stream.ready, ready)
+        _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
+        if valid and ready:
+            ctx.set(stream.ready, 0)
+            return payload, cycles
+    raise AssertionError(f"no output within {timeout} cycles: the core stopped producing")
+
+
+def run_synapse_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=()):
+    """Each inference is a list of (index, word) events, the last one flagged `last`.
+    `loads` are (addr, LoadTarget, packed data) writes done first. Returns the drained
+    currents per inference ([T, n_out] each) and the counters at the end."""
+    rng = random.Random(seed)
+    T, G, P = dut.timesteps, dut.groups, dut.lanes
+    results, counters = [], {}
+
+    async def source(ctx):
+        for addr, target, words in loads:
+            await stream_put(ctx, dut.load, {"target": target, "addr": addr, "data": words})
+        for beats in inferences:
+            for k, (index, word) in enumerate(beats):
+                await stream_put(ctx, dut.i, {"index": index, "spikes": word,
+                                              "last": k == len(beats) - 1}, rng, gap)
+
+    async def sink(ctx):
+        for _ in inferences:
+            cur = np.zeros((T, dut.n_out), dtype=np.int64)
+            for beat in range(T * G):
+                payload, _ = await stream_get(ctx, dut.o, rng, stall)
+                t, g = divmod(beat, G)
+                assert payload.index == g, "drain must be timestep-major, groups in order"
+                cur[t, g * P:(g + 1) * P] = [int(c) for c in payload.current]
+            results.append(cur)
+        counters.update(events=ctx.get(dut.events), skipped=ctx.get(dut.skipped),
+                        busy_cycles=ctx.get(dut.busy_cycles),
+                        index_error=ctx.get(dut.index_error))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink)
+    sim.run()
+    return results, counters
+
+
+def event_beats(spikes) -> list[tuple[int, int]]:
+    """The events of `spikes` [T, N_in]; a silent beat for the last neuron carries `last`
+    when that neuron did not fire (the stream must always end with a `last` beat)."""
+    from ..golden.synapse import spike_events
+    events = spike_events(spikes)
+    n_in = spikes.shape[1]
+    if not events or events[-1][0] != n_in - 1:
+        events.append((n_in - 1, 0))
+    return events
