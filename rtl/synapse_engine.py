@@ -9,7 +9,8 @@ added, for every timestep whose bit is set, into that group's accumulator word
 single adder with forwarding from the last write. After the event flagged `last`, the
 accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats and
 cleared: connect `o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`.
-Weights and biases are written at run time through `load` while the engine is idle.
+Weights and biases are written at run time through `load` while the engine is idle
+(`data` holds the lanes packed at `weight_width`, or `bias_width`, bit stride).
 """
 
 from amaranth import Module, Mux, Signal, signed, unsigned
