@@ -7,6 +7,19 @@ import numpy as np
 from amaranth.sim import Simulator
 
 
+def run_testbenches(dut, *testbenches, vcd=None):
+    """Simulate `dut` with a clock and the given async testbenches until they all return."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for bench in testbenches:
+        sim.add_testbench(bench)
+    if vcd is None:
+        sim.run()
+    else:
+        with sim.write_vcd(vcd):
+            sim.run()
+
+
 async def stream_put(ctx, stream, payload, rng=None, gap=0.0):
     """Offer `payload` on `stream` (after random idle cycles) until it is accepted."""
     while rng is not None and rng.random() < gap:
@@ -28,6 +41,31 @@ async def stream_get(ctx, stream, rng=None, stall=0.0, timeout=10_000):
             ctx.set(stream.ready, 0)
             return payload, cycles
     raise AssertionError(f"no output within {timeout} cycles: the core stopped producing")
+
+
+def run_lif_array(dut, beats, *, gap=0.0, stall=0.0, seed=0):
+    """Drive (op, group, currents) beats into a LIFArray; collect one output per in-range
+    beat. Returns (output payloads, {sat_count, index_error, cycles})."""
+    rng = random.Random(seed)
+    out, state = [], {}
+
+    async def source(ctx):
+        for op, g, cur in beats:
+            await stream_put(ctx, dut.i, {"op": op, "index": g,
+                                          "current": [int(c) for c in cur]}, rng, gap)
+
+    async def sink(ctx):
+        expected_beats = sum(1 for _, g, _ in beats if g < dut.groups)
+        cycles = 0
+        while len(out) < expected_beats:
+            payload, waited = await stream_get(ctx, dut.o, rng, stall)
+            out.append(payload)
+            cycles += waited
+        state.update(sat_count=ctx.get(dut.sat_count), index_error=ctx.get(dut.index_error),
+                     cycles=cycles)
+
+    run_testbenches(dut, source, sink)
+    return out, state
 
 
 def run_synapse_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=()):
@@ -59,11 +97,7 @@ def run_synapse_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=())
                         busy_cycles=ctx.get(dut.busy_cycles),
                         index_error=ctx.get(dut.index_error))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    run_testbenches(dut, source, sink)
     return results, counters
 
 

@@ -21,40 +21,20 @@ REPORTS = Path("build/reports")
 def bench_lif_throughput(n=64, timesteps=32, lanes=1) -> dict:
     from .golden.lif import LIFParams, lif_array
     from .rtl.lif_array import LIFArray, LIFOp
-    from .sim.amaranth_runs import stream_get, stream_put
-    from amaranth.sim import Simulator
+    from .sim.amaranth_runs import run_lif_array
 
     params = LIFParams(theta=256, leak_shift=4)
     currents = np.random.default_rng(0).integers(-300, 600, size=(timesteps, n))
     dut = LIFArray(n=n, lanes=lanes, theta=params.theta, leak_shift=params.leak_shift)
     groups = n // lanes
-    beats = timesteps * groups
-    got = []
-    state = {}
-
-    async def source(ctx):
-        for t in range(timesteps):
-            for g in range(groups):
-                await stream_put(ctx, dut.i, {"op": LIFOp.UPDATE, "index": g, "current": [
-                    int(c) for c in currents[t, g * lanes:(g + 1) * lanes]]})
-
-    async def sink(ctx):
-        cycles = 0
-        for _ in range(beats):
-            payload, waited = await stream_get(ctx, dut.o)
-            cycles += waited
-            got.append([int(s) for s in payload.spikes])
-        state["cycles"] = cycles
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    beats = [(LIFOp.UPDATE, g, currents[t, g * lanes:(g + 1) * lanes])
+             for t in range(timesteps) for g in range(groups)]
+    out, state = run_lif_array(dut, beats)
+    got = [[int(s) for s in payload.spikes] for payload in out]
     gold = lif_array(currents, params)
     matched = np.array(got).reshape(timesteps, n).tolist() == gold.spikes.tolist()
-    return {"n": n, "timesteps": timesteps, "lanes": lanes, "beats": beats,
-            "cycles": state["cycles"], "beats_per_cycle": round(beats / state["cycles"], 4),
+    return {"n": n, "timesteps": timesteps, "lanes": lanes, "beats": len(beats),
+            "cycles": state["cycles"], "beats_per_cycle": round(len(beats) / state["cycles"], 4),
             "matches_golden": matched}
 
 

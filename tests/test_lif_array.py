@@ -1,12 +1,9 @@
 """LIFArray in Amaranth's simulator against the golden `lif_array` (fast unit tests)."""
 
-import random
-
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from spikeforge.sim.amaranth_runs import stream_get, stream_put
+from spikeforge.sim.amaranth_runs import run_lif_array
 from spikeforge.golden.lif import LIFParams, lif_array, signed_range
 from spikeforge.rtl.lif_array import LIFArray, LIFOp
 
@@ -25,30 +22,7 @@ def run_rtl(currents, params: LIFParams, lanes, *, gap=0.0, stall=0.0, seed=0, o
              for g in order]
     beats += list(extra_beats)
     beats += [(LIFOp.READ, g, [0] * lanes) for g in range(groups)]
-    rng = random.Random(seed)
-    out, state = [], {}
-
-    async def source(ctx):
-        for op, g, cur in beats:
-            await stream_put(ctx, dut.i, {"op": op, "index": g,
-                                          "current": [int(c) for c in cur]}, rng, gap)
-
-    async def sink(ctx):
-        expected_beats = sum(1 for _, g, _ in beats if g < groups)
-        cycles = 0
-        while len(out) < expected_beats:
-            payload, waited = await stream_get(ctx, dut.o, rng, stall)
-            out.append(payload)
-            cycles += waited
-        state.update(sat_count=ctx.get(dut.sat_count), index_error=ctx.get(dut.index_error),
-                     cycles=cycles)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
-    return out, state
+    return run_lif_array(dut, beats, gap=gap, stall=stall, seed=seed)
 
 
 def check_against_golden(currents, params, lanes, **kw):

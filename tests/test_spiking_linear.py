@@ -5,9 +5,8 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.sim import Simulator
 
-from spikeforge.sim.amaranth_runs import event_beats, stream_get, stream_put
+from spikeforge.sim.amaranth_runs import event_beats, run_testbenches, stream_get, stream_put
 from spikeforge.golden.lif import LIFParams, lif_array, spiking_linear
 from spikeforge.rtl.spiking_linear import SpikingLinear
 
@@ -45,11 +44,7 @@ def test_matches_golden_spiking_linear(n_in, n_out, lanes, T, sparsity):
             got_spikes[t, g * lanes:(g + 1) * lanes] = [int(s) for s in payload.spikes]
             got_v[t, g * lanes:(g + 1) * lanes] = [int(v) for v in payload.membrane]
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source)
-    sim.add_testbench(sink)
-    sim.run()
+    run_testbenches(dut, source, sink)
     if sparsity < 0.9:
         assert gold.spikes.any(), "stimulus should make neurons fire"
     assert got_spikes.tolist() == gold.spikes.tolist()
