@@ -14,13 +14,13 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, SimTimeoutError, with_timeout
 
 from ..golden.lif import LIFParams, lif_array, signed_range
 from ..rtl.lif_array import LIFArray, LIFOp
 from .runner import RunResult, SimBuild, build_component, load_stimulus, write_results
-from .streams import Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack
+from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack,
+                      start_and_reset)
 
 TOPLEVEL = "lif_array"
 CLOCK_NS = 10
@@ -103,13 +103,8 @@ async def lif_layer(dut):
         if len(outputs) == len(expected):
             all_out.set()
 
-    for port in (dut.i__valid, dut.o__ready, dut.cfg__we, dut.cfg__theta, dut.cfg__leak_en,
-                 dut.cfg__leak_shift, dut.clear_flags):
-        port.value = 0
-    dut.rst.value = 1
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
+    await start_and_reset(dut, (dut.i__valid, dut.o__ready, dut.cfg__we, dut.cfg__theta,
+                                dut.cfg__leak_en, dut.cfg__leak_shift, dut.clear_flags), CLOCK_NS)
 
     driver = StreamDriver(dut.clk, dut.i__valid, dut.i__ready, dut.i__payload,
                           gap_prob=config["gap_prob"], rng=random.Random(rng.random()))

@@ -18,8 +18,9 @@ from collections import deque
 
 from amaranth.hdl import Shape
 from amaranth.lib import data
+from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 
 def pack(layout, value) -> int:
@@ -54,6 +55,16 @@ def unpack(layout, bits: int):
         except ValueError:
             return raw
     return raw
+
+
+async def start_and_reset(dut, inputs, clock_ns: float, cycles: int = 2) -> None:
+    """Drive `inputs` low, start the clock on `dut.clk` and hold `dut.rst` for `cycles`."""
+    for port in inputs:
+        port.value = 0
+    dut.rst.value = 1
+    Clock(dut.clk, clock_ns, unit="ns").start()
+    await ClockCycles(dut.clk, cycles)
+    dut.rst.value = 0
 
 
 def _high(handle) -> bool:

@@ -15,14 +15,14 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Event, RisingEdge, SimTimeoutError, with_timeout
 
 from ..golden.synapse import pack_spikes, synapse_engine, synapse_engine_cycles
 from ..rtl.lif_array import LIFOp
 from ..rtl.synapse_engine import LoadTarget, SynapseEngine
 from .runner import RunResult, SimBuild, build_component, load_stimulus, write_results
-from .streams import Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack
+from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack,
+                      start_and_reset)
 
 TOPLEVEL = "synapse_engine"
 CLOCK_NS = 10
@@ -99,12 +99,8 @@ async def synapse_cases(dut):
     rng = random.Random(config["seed"])
     T, G, P = core.timesteps, core.groups, core.lanes
 
-    for port in (dut.i__valid, dut.o__ready, dut.load__valid, dut.clear_counters):
-        port.value = 0
-    dut.rst.value = 1
-    Clock(dut.clk, CLOCK_NS, unit="ns").start()
-    await ClockCycles(dut.clk, 2)
-    dut.rst.value = 0
+    await start_and_reset(dut, (dut.i__valid, dut.o__ready, dut.load__valid,
+                                dut.clear_counters), CLOCK_NS)
 
     events_in = StreamDriver(dut.clk, dut.i__valid, dut.i__ready, dut.i__payload,
                              gap_prob=config["gap_prob"], rng=random.Random(rng.random()))
