@@ -106,3 +106,51 @@ def test_constructor_rejects_bad_parameters():
                          (dict(theta=40000), "theta")]:
         with pytest.raises(ValueError, match=name):
             LIFArray(n=64, **kwargs)
+
+
+def test_runtime_config_write_and_flags():
+    """θ and k written at run time take effect for later beats (golden with the new
+    parameters from the current membranes on); an invalid θ is ignored and flags
+    cfg_error; clear_flags clears the sticky flags and the saturation count."""
+    from spikeforge.sim.amaranth_runs import run_testbenches, stream_get, stream_put
+    first = LIFParams(theta=40, leak_shift=1, width=8)
+    second = LIFParams(theta=25, leak_shift=3, width=8)
+    rng = np.random.default_rng(9)
+    x1, x2 = rng.integers(-128, 128, size=(6, 4)), rng.integers(-128, 128, size=(6, 4))
+    dut = LIFArray(n=4, lanes=1, width=8, leak_shift=1, theta=40)
+    got, flags = [], {}
+
+    async def updates(ctx, x):
+        for t in range(x.shape[0]):
+            for g in range(4):
+                await stream_put(ctx, dut.i, {"op": LIFOp.UPDATE, "index": g,
+                                              "current": [int(x[t, g])]})
+                payload, _ = await stream_get(ctx, dut.o)  # one in flight: config is quiet
+                got.append(int(payload.spikes[0]))
+
+    async def bench(ctx):
+        await updates(ctx, x1)
+        ctx.set(dut.cfg.we, 1)
+        ctx.set(dut.cfg.theta, 0)  # invalid: ignored, flagged
+        await ctx.tick()
+        ctx.set(dut.cfg.theta, 25)
+        ctx.set(dut.cfg.leak_en, 1)
+        ctx.set(dut.cfg.leak_shift, 3)
+        await ctx.tick()
+        ctx.set(dut.cfg.we, 0)
+        flags["cfg_error"] = ctx.get(dut.cfg_error)
+        await updates(ctx, x2)
+        flags["sat_before"] = ctx.get(dut.sat_count)
+        ctx.set(dut.clear_flags, 1)
+        await ctx.tick()
+        ctx.set(dut.clear_flags, 0)
+        flags.update(cfg_after=ctx.get(dut.cfg_error), sat_after=ctx.get(dut.sat_count),
+                     saturated_after=ctx.get(dut.saturated))
+
+    run_testbenches(dut, bench)
+    g1 = lif_array(x1, first)
+    g2 = lif_array(x2, second, v0=g1.v)
+    assert got == g1.spikes.ravel().tolist() + g2.spikes.ravel().tolist()
+    assert flags["cfg_error"] == 1
+    assert flags["sat_before"] == g1.sat_count + g2.sat_count > 0
+    assert flags["cfg_after"] == flags["sat_after"] == flags["saturated_after"] == 0
