@@ -3,9 +3,9 @@
 
 `n` neurons in `n // lanes` groups; one group (all `lanes` neurons) is updated per cycle.
 Membranes live in `amaranth.lib.memory` (one word = `lanes` membranes). Four pipeline
-stages, all advancing together when the output can accept (`~o.valid | o.ready`):
+stages, advancing together when the output can accept (`~o.valid | o.ready`):
 
-    A: accept beat, issue the membrane read       (address = index)
+    A: skid buffer; issue the membrane read       (address = index)
     B: read data -> forwarding mux -> leak        (v - (v >> k)); x - θ, x + θ
     C: the sums l + x, l + x - θ, l + x + θ and their range flags
     D: fire / reset / saturate select, write back; result -> output register
@@ -15,6 +15,8 @@ ODIN-style cores is what limits their clock, design.md §9). B forwards the memb
 the last write, which the non-transparent read port cannot see yet; a beat whose group is
 still in B or C waits (a bubble). In timestep-major order with three or more groups that
 never happens: one beat per cycle. With one or two groups the rate drops to 1/3 or 2/3.
+(The test looks at the low two index bits only, see below: with more than 4 groups that are
+not a multiple of 4, the wrap from the last group to group 0 can cost one or two bubbles.)
 Spike and saturation decisions use unsaturated sums: `h >= θ  <=>  l + x >= θ` since
 θ <= max, and likewise for the negative spike.
 """
@@ -113,22 +115,35 @@ class LIFArray(wiring.Component):
         d_valid, d_op, d_index = Signal(), Signal(LIFOp), Signal(self.index_width)
         d_writes = d_valid & (d_op != LIFOp.READ)
 
-        # Stage A: accept and read. A beat whose group is in B or C would miss its
-        # write-back (neither the memory nor the last-write register has it yet): wait.
-        index = self.i.payload.index
-        in_range = index < self.groups
-        hazard = (b_valid & (b.index == index)) | (c_valid & (c_index == index))
-        m.d.comb += [self.i.ready.eq(advance & ~hazard),
-                     rd.addr.eq(index), rd.en.eq(advance)]
-        # The beat in D now is the last write when this beat reaches B: decide the
+        # Stage A: a skid buffer, so that `i.ready` is a register and the producer never
+        # waits on our comparators; then the read. A beat whose group is in B or C would
+        # miss its write-back (neither the memory nor the last-write register has it yet):
+        # it waits in A.
+        a_valid, a = Signal(), Signal(self.i_layout)
+        skid_valid, skid = Signal(), Signal(self.i_layout)
+        # The hazard test compares only the low two index bits (one LUT4 each): exact for
+        # up to 4 groups, conservative beyond (a false match only costs a bubble).
+        low = min(2, self.index_width)
+        hazard = ((b_valid & (b.index[:low] == a.index[:low])) |
+                  (c_valid & (c_index[:low] == a.index[:low])))
+        a_take = advance & ~hazard
+        m.d.comb += [self.i.ready.eq(~skid_valid), rd.addr.eq(a.index), rd.en.eq(advance)]
+        arriving = self.i.valid & self.i.ready & (self.i.payload.index < self.groups)
+        with m.If(self.i.valid & self.i.ready & ~(self.i.payload.index < self.groups)):
+            m.d.sync += self.index_error.eq(1)  # dropped on arrival
+        with m.If(~a_valid | a_take):
+            with m.If(skid_valid):
+                m.d.sync += [a_valid.eq(1), a.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [a_valid.eq(arriving), a.eq(self.i.payload)]
+        with m.Elif(arriving):
+            m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+        # The beat in D now is the last write when A's beat reaches B: decide the
         # forwarding here so B's path starts at a register.
         b_forward = Signal()
         with m.If(advance):
-            m.d.sync += [b_valid.eq(self.i.valid & self.i.ready & in_range),
-                         b.eq(self.i.payload),
-                         b_forward.eq(d_writes & (d_index == index))]
-        with m.If(self.i.valid & self.i.ready & ~in_range):
-            m.d.sync += self.index_error.eq(1)
+            m.d.sync += [b_valid.eq(a_valid & a_take), b.eq(a),
+                         b_forward.eq(d_writes & (d_index == a.index))]
 
         # Stage B: forwarding mux, leak; x - θ and x + θ off the critical path.
         # LOAD: l = 0 so the sum is the loaded value; READ: x = 0 so the sum is the stored

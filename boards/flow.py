@@ -1,0 +1,117 @@
+"""Board builds: amaranth-boards + yowasp (Yosys, nextpnr, packer) -> bitstream and a
+utilization / Fmax report in build/reports/synth-<board>.json.
+
+Where each number comes from: `fmax_mhz` and the cell counts from nextpnr's `--report`
+JSON (after place and route); `ffs` from Yosys' final `stat` in the synthesis log (nextpnr's
+iCE40 report counts logic cells, which pack a LUT and a flip-flop together).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from .registry import get_board
+
+# nextpnr cell types per family: LUTs (or logic cells), block RAMs, DSPs.
+CELLS = {
+    "ice40": {"luts": "ICESTORM_LC", "brams": "ICESTORM_RAM", "dsps": "ICESTORM_DSP",
+              "sprams": "ICESTORM_SPRAM"},
+    "ecp5": {"luts": "TRELLIS_COMB", "brams": "DP16KD", "dsps": "MULT18X18D"},
+}
+
+
+def _use_yowasp_tools(board) -> None:
+    """Point amaranth's build scripts at the pip-installed tools, even without an active venv."""
+    bindir = os.path.dirname(sys.executable)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    for var, exe in board.tools.items():
+        os.environ.setdefault(var, exe)
+
+
+def count_flip_flops(synth_log: str) -> int:
+    """Flip-flop cells in the last `stat` of a Yosys log (SB_DFF*, TRELLIS_FF, DFF*): its
+    design-hierarchy total when there is one, else its only module."""
+    stats = synth_log.split("Printing statistics")[-1].split("=== design hierarchy ===")[-1]
+    total = 0
+    for line in stats.splitlines():
+        m = re.match(r"\s*(?:(\d+)\s+(\S*(?:DFF|_FF)\S*)|(\S*(?:DFF|_FF)\S*)\s+(\d+))\s*$", line)
+        if m:
+            total += int(m.group(1) or m.group(4))
+    return total
+
+
+def parse_nextpnr_report(report: dict, family: str) -> dict:
+    """Fmax of the slowest clock and the used/available counts of the family's cells."""
+    fmax = report.get("fmax", {})
+    if not fmax:
+        raise ValueError("nextpnr report has no clock (fmax) section")
+    slowest = min(fmax.values(), key=lambda c: c["achieved"])
+    util = report.get("utilization", {})
+
+    def used(kind):
+        return util.get(CELLS[family].get(kind, ""), {}).get("used", 0)
+
+    out = {"fmax_mhz": round(slowest["achieved"], 2),
+           "constraint_mhz": round(slowest["constraint"], 2),
+           "timing_met": all(c["achieved"] >= c["constraint"] for c in fmax.values()),
+           "luts": used("luts"), "brams": used("brams"), "dsps": used("dsps"),
+           "utilization": {k: v for k, v in util.items() if v.get("used")}}
+    if family == "ice40":
+        out["lcs"] = out["luts"]
+        out["sprams"] = used("sprams")
+    return out
+
+
+def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir="build",
+                name="top", progress=print) -> dict:
+    """Build `top` (default: the LIFArray self test) for `board`; returns and writes the report."""
+    spec = get_board(board)
+    target = target_mhz or spec.default_target_mhz
+    if top is None:
+        from .selftest import LIFSelfTest
+        top = LIFSelfTest(pll=(spec.osc_mhz, target) if spec.family == "ice40" else None)
+    _use_yowasp_tools(spec)
+    out_dir = Path(build_dir, "boards", board).resolve()
+    report_path = out_dir / f"{name}.nextpnr.json"
+    progress(f"{board}: synthesis, place and route for {spec.device} at {target} MHz "
+             f"(yowasp tools; about a minute)")
+    t0 = time.monotonic()
+    platform = spec.platform_class()()
+    platform.build(top, name=name, build_dir=str(out_dir), do_program=False,
+                   nextpnr_opts=f"--report {report_path} --timing-allow-fail")
+    elapsed = time.monotonic() - t0
+    bitstream = next((out_dir / f"{name}.{ext}" for ext in ("bin", "bit", "fs")
+                      if (out_dir / f"{name}.{ext}").is_file()), None)
+    if bitstream is None or bitstream.stat().st_size == 0:
+        raise RuntimeError(f"{board}: the build produced no bitstream in {out_dir}")
+    result = {"board": board, "device": spec.device, "family": spec.family,
+              "target_mhz": target,
+              **parse_nextpnr_report(json.loads(report_path.read_text()), spec.family),
+              "ffs": count_flip_flops((out_dir / f"{name}.rpt").read_text()),
+              "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
+              "elapsed_s": round(elapsed, 1), "top": type(top).__name__}
+    reports = Path(build_dir, "reports")
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / f"synth-{board}.json").write_text(json.dumps(result, indent=1))
+    progress(f"{board}: done in {elapsed:.0f} s; wrote {reports / f'synth-{board}.json'}")
+    return result
+
+
+def format_report_table(r: dict) -> str:
+    rows = [("board", r["board"]), ("device", r["device"]), ("design", r.get("top", "")),
+            ("Fmax", f"{r['fmax_mhz']:.1f} MHz (target {r['target_mhz']} MHz, "
+                     f"{'met' if r['timing_met'] else 'NOT met'})"),
+            ("logic cells / LUTs", r["luts"]), ("flip-flops", r["ffs"]),
+            ("block RAMs", r["brams"]), ("DSPs", r["dsps"]),
+            ("bitstream", f"{r['bitstream']} ({r['bitstream_bytes']} bytes)"),
+            ("build time", f"{r['elapsed_s']} s")]
+    width = max(len(k) for k, _ in rows)
+    line = "+" + "-" * (width + 2) + "+" + "-" * 62 + "+"
+    body = [f"| {k:<{width}} | {str(v):<60} |" for k, v in rows]
+    return "\n".join([line, *body, line])

