@@ -84,7 +84,9 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
     t0 = time.monotonic()
     platform = spec.platform_class()()
     platform.build(top, name=name, build_dir=str(out_dir), do_program=False,
-                   nextpnr_opts=f"--report {report_path} --timing-allow-fail")
+                   # relative: the build runs in out_dir, and yowasp's sandboxed tools may not
+                   # see absolute paths outside it
+                   nextpnr_opts=f"--report {report_path.name} --timing-allow-fail")
     elapsed = time.monotonic() - t0
     bitstream = next((out_dir / f"{name}.{ext}" for ext in ("bin", "bit", "fs")
                       if (out_dir / f"{name}.{ext}").is_file()), None)

@@ -76,8 +76,8 @@ def bench_synapse_sparsity(n_in=64, n_out=64, lanes=4, timesteps=4,
 
 
 def bench_synth(progress) -> list[dict]:
-    from .boards.build import synth_board
-    from .boards.platforms import BOARDS
+    from .boards.flow import synth_board
+    from .boards.registry import BOARDS
     reports = []
     for board in BOARDS:
         try:

@@ -70,7 +70,7 @@ def cmd_sim(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .boards.build import format_report_table, synth_board
+    from .boards.flow import format_report_table, synth_board
     report = synth_board(args.board, target_mhz=args.target_mhz, progress=progress)
     print(format_report_table(report))
     return 0
@@ -82,7 +82,7 @@ def cmd_demo(args) -> int:
     if not args.no_synth:
         progress(f"building the {args.board} bitstream (built-in self test around a "
                  "64-neuron LIFArray)")
-        from .boards.build import format_report_table, synth_board
+        from .boards.flow import format_report_table, synth_board
         report = synth_board(args.board, progress=progress)
         print(format_report_table(report))
     progress(f"demo finished in {time.monotonic() - t0:.0f} s")
