@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 REPORTS = Path("build/reports")
+LATENCY = 5  # LIFArray input-to-output cycles (docs/interfaces.md)
 
 
 def progress(msg: str) -> None:
@@ -55,10 +56,14 @@ def run_layer(args) -> dict:
                         seed=args.seed)
     res["elapsed_s"] = round(time.monotonic() - t0, 1)
     verdict = "MATCH (bit-exact)" if res["matched"] else f"MISMATCH ({res['mismatches']} beats)"
-    ideal = args.timesteps * args.neurons // args.lanes
+    groups = args.neurons // args.lanes
+    ideal = (args.timesteps + 1) * groups  # UPDATE beats + one READ beat per group
     print(f"\n  golden vs {args.simulator} RTL : {verdict}")
     print(f"  neuron updates          : {res['updates']}")
-    print(f"  cycles                  : {res['cycles']} (ideal {ideal} beats + pipeline fill)")
+    pauses = (f"with {args.gap_prob:.0%} input gaps / {args.backpressure_prob:.0%} backpressure"
+              if args.gap_prob or args.backpressure_prob else "no pauses")
+    print(f"  cycles                  : {res['cycles']} ({pauses}; ideal: {ideal} beats "
+          f"incl. {groups} membrane reads + {LATENCY} latency = {ideal + LATENCY})")
     print(f"  spikes                  : {int(res['spikes'].sum())} "
           f"(golden {int(gold.spikes.sum())})")
     print(f"  saturations             : {res['sat_count']} (golden {gold.sat_count})\n")
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def layer_args(sp):
+    def layer_args(sp, pause_prob):
         sp.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
         sp.add_argument("--neurons", type=int, default=64)
         sp.add_argument("--timesteps", type=int, default=32)
@@ -129,19 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--leak-shift", type=int, default=4)
         sp.add_argument("--theta", type=int, default=256)
         sp.add_argument("--reset", choices=("subtract", "zero"), default="subtract")
-        sp.add_argument("--gap-prob", type=float, default=0.1, help="random input idle cycles")
-        sp.add_argument("--backpressure-prob", type=float, default=0.1,
-                        help="random output not-ready cycles")
+        sp.add_argument("--gap-prob", type=float, default=pause_prob,
+                        help="probability of an input idle cycle")
+        sp.add_argument("--backpressure-prob", type=float, default=pause_prob,
+                        help="probability of an output not-ready cycle")
         sp.add_argument("--seed", type=int, default=1)
 
     sp = sub.add_parser("demo", help="golden vs RTL, then a board build")
-    layer_args(sp)
+    layer_args(sp, pause_prob=0.0)  # no pauses: the cycle count is the core's own
     sp.add_argument("--board", default="icebreaker")
     sp.add_argument("--no-synth", action="store_true", help="skip the bitstream build")
     sp.set_defaults(func=cmd_demo)
 
     sp = sub.add_parser("sim", help="run one LIF layer on a simulator against golden")
-    layer_args(sp)
+    layer_args(sp, pause_prob=0.1)
     sp.set_defaults(func=cmd_sim)
 
     sp = sub.add_parser("synth", help="build a board bitstream and its report")
