@@ -25,7 +25,8 @@ $(DEPS_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,ref]'
-	$(PY) -m pip install -q --no-deps 'spikingjelly>=0.0.0.0.14'
+	$(PY) -m pip install -q --no-deps 'spikingjelly>=0.0.0.0.14,<3'
+	$(PY) -m pip install -q 'loguru>=0.7,<1'  # spikingjelly 2.x imports it
 	touch $@
 
 iverilog:
