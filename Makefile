@@ -7,13 +7,14 @@ BOARD ?= icebreaker
 JOBS ?= 2
 DEPS_STAMP := $(VENV)/.deps-stamp
 
-.PHONY: help setup demo test test-fast bench synth report train clean iverilog
+.PHONY: help setup demo test test-fast bench synth synth-core report clean iverilog
 
 help:
 	@echo "make demo   - golden model vs Verilator RTL, then an iCEBreaker bitstream + report"
 	@echo "make test   - the whole test suite (unit, cocotb on Verilator + Icarus, board smoke build)"
 	@echo "make bench  - benchmarks (Fmax/utilization, cycles) -> build/reports/bench.{md,json}"
 	@echo "make synth BOARD=icebreaker   - bitstream + build/reports/synth-<board>.json"
+	@echo "make synth-core CORE=synapse BOARD=ulx3s - one core in a keep-alive harness"
 	@echo "make report - golden-model and hardware reports -> build/reports/"
 
 $(PY):
@@ -51,6 +52,9 @@ bench: setup
 
 synth: setup
 	$(VENV)/bin/spikeforge synth --board $(BOARD)
+
+synth-core: setup
+	$(VENV)/bin/spikeforge synth --board $(BOARD) --core $(CORE)
 
 report: setup
 	$(VENV)/bin/spikeforge report

@@ -21,17 +21,25 @@ from .registry import get_board
 CELLS = {
     "ice40": {"luts": "ICESTORM_LC", "brams": "ICESTORM_RAM", "dsps": "ICESTORM_DSP",
               "sprams": "ICESTORM_SPRAM"},
-    "ecp5": {"luts": "TRELLIS_COMB", "brams": "DP16KD", "dsps": "MULT18X18D"},
+    "ecp5": {"luts": "TRELLIS_COMB", "brams": "DP16KD", "dsps": "MULT18X18D",
+             "lutrams": "TRELLIS_RAMW"},
 }
 
 
-def _use_yowasp_tools(board) -> None:
+def _use_yowasp_tools(board, build_dir: Path) -> None:
     """Point amaranth's build scripts at the pip-installed tools, even without an active venv."""
     bindir = os.path.dirname(sys.executable)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     for var, exe in board.tools.items():
         os.environ.setdefault(var, exe)
+    if board.family == "ecp5" and "OPENFPGALOADER" not in os.environ:
+        stub = build_dir / "openFPGALoader-stub"
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text("#!/bin/sh\necho 'spikeforge builds only; install openFPGALoader to "
+                        "program a board' >&2\nexit 1\n")
+        stub.chmod(0o755)
+        os.environ["OPENFPGALOADER"] = str(stub.resolve())
 
 
 def count_flip_flops(synth_log: str) -> int:
@@ -65,24 +73,36 @@ def parse_nextpnr_report(report: dict, family: str) -> dict:
     if family == "ice40":
         out["lcs"] = out["luts"]
         out["sprams"] = used("sprams")
+    else:
+        out["lutrams"] = used("lutrams")
     return out
 
 
 def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir="build",
-                name="top", progress=print) -> dict:
-    """Build `top` (default: the LIFArray self test) for `board`; returns and writes the report."""
+                name="top", progress=print, report_name=None, core=None) -> dict:
+    """Build `top` (default: the LIFArray self test; with `core`, that core in the harness)
+    for `board`; returns the report and writes build/reports/synth-<report_name>.json."""
     spec = get_board(board)
     target = target_mhz or spec.default_target_mhz
-    if top is None:
+    pll = (spec.osc_mhz, target) if spec.family == "ice40" else None
+    if core is not None:
+        from .harness import CORES, CoreHarness
+        if core not in CORES:
+            raise ValueError(f"unknown core {core!r}; known cores: {', '.join(sorted(CORES))}")
+        top = CoreHarness(CORES[core](), pll=pll)
+        report_name = report_name or f"{core}-{board}"
+        name = core
+    elif top is None:
         from .selftest import LIFSelfTest
-        top = LIFSelfTest(pll=(spec.osc_mhz, target) if spec.family == "ice40" else None)
-    _use_yowasp_tools(spec)
-    out_dir = Path(build_dir, "boards", board).resolve()
+        top = LIFSelfTest(pll=pll)
+    report_name = report_name or board
+    _use_yowasp_tools(spec, Path(build_dir))
+    out_dir = Path(build_dir, "boards", report_name).resolve()
     report_path = out_dir / f"{name}.nextpnr.json"
     progress(f"{board}: synthesis, place and route for {spec.device} at {target} MHz "
              f"(yowasp tools; about a minute)")
     t0 = time.monotonic()
-    platform = spec.platform_class()()
+    platform = spec.make_platform(target)
     platform.build(top, name=name, build_dir=str(out_dir), do_program=False,
                    # relative: the build runs in out_dir, and yowasp's sandboxed tools may not
                    # see absolute paths outside it
@@ -97,11 +117,12 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
               **parse_nextpnr_report(json.loads(report_path.read_text()), spec.family),
               "ffs": count_flip_flops((out_dir / f"{name}.rpt").read_text()),
               "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
-              "elapsed_s": round(elapsed, 1), "top": type(top).__name__}
+              "elapsed_s": round(elapsed, 1),
+              "top": type(top.core).__name__ if core else type(top).__name__}
     reports = Path(build_dir, "reports")
     reports.mkdir(parents=True, exist_ok=True)
-    (reports / f"synth-{board}.json").write_text(json.dumps(result, indent=1))
-    progress(f"{board}: done in {elapsed:.0f} s; wrote {reports / f'synth-{board}.json'}")
+    (reports / f"synth-{report_name}.json").write_text(json.dumps(result, indent=1))
+    progress(f"{board}: done in {elapsed:.0f} s; wrote {reports / f'synth-{report_name}.json'}")
     return result
 
 

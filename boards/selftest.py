@@ -124,33 +124,41 @@ class LIFSelfTest(Elaboratable):
 
     def _board_io(self, m, platform):
         if self.pll is not None:
-            f_in, f_out = self.pll
-            cfg = ice40_pll_config(f_in, f_out)
-            clk_pin = platform.request(platform.default_clk, dir="-")
-            pll_clk, locked = Signal(), Signal(name="pll_locked")
-            m.submodules.pll = Instance(
-                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
-                p_DIVR=cfg["DIVR"], p_DIVF=cfg["DIVF"], p_DIVQ=cfg["DIVQ"],
-                p_FILTER_RANGE=cfg["FILTER_RANGE"],
-                i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
-            m.domains.sync = ClockDomain("sync")
-            # BRAM contents are unusable for ~3 us after configuration: hold reset until the
-            # PLL locks and a further 2^8 cycles have passed.
-            m.domains.por = ClockDomain("por", reset_less=True)
-            por_count = Signal(8)
-            m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
-            with m.If(~locked):
-                m.d.por += por_count.eq(0)
-            with m.Elif(~por_count.all()):
-                m.d.por += por_count.eq(por_count + 1)
-            m.d.comb += ResetSignal("sync").eq(~por_count.all())
-            # nextpnr derives the PLL output constraint from the oscillator pin's.
-        leds = []
-        for name, number in (("led_g", 0), ("led_r", 0)):
-            leds.append(io.Buffer("o", platform.request(name, number, dir="-")))
-        m.submodules.led_g, m.submodules.led_r = leds
+            add_pll_domain(m, platform, *self.pll)
+        leds = request_leds(platform, 2)
+        m.submodules.led_pass, m.submodules.led_fail = leds
         blink = Signal(24)
         m.d.sync += blink.eq(blink + 1)
         m.d.comb += [leds[0].o.eq(self.passed | (~self.done & blink[-1])),
                      leds[1].o.eq(self.done & ~self.passed)]
+
+
+def request_leds(platform, count):
+    """`count` output buffers on the board's LEDs: iCEBreaker's green/red, else led 0, 1, ..."""
+    names = {name for name, _ in platform.resources}
+    pins = [("led_g", 0), ("led_r", 0)] if "led_g" in names else [("led", k) for k in range(8)]
+    return [io.Buffer("o", platform.request(n, k, dir="-")) for n, k in pins[:count]]
+
+
+def add_pll_domain(m, platform, f_in_mhz, f_out_mhz):
+    """The `sync` domain from the iCE40 PLL at `f_out_mhz`, held in reset until the PLL locks
+    and 2^8 cycles more (BRAM contents are unusable for ~3 us after configuration). nextpnr
+    derives the PLL output constraint from the oscillator pin's."""
+    cfg = ice40_pll_config(f_in_mhz, f_out_mhz)
+    clk_pin = platform.request(platform.default_clk, dir="-")
+    pll_clk, locked = Signal(), Signal(name="pll_locked")
+    m.submodules.pll = Instance(
+        "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
+        p_DIVR=cfg["DIVR"], p_DIVF=cfg["DIVF"], p_DIVQ=cfg["DIVQ"],
+        p_FILTER_RANGE=cfg["FILTER_RANGE"],
+        i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
+        o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
+    m.domains.sync = ClockDomain("sync")
+    m.domains.por = ClockDomain("por", reset_less=True)
+    por_count = Signal(8)
+    m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
+    with m.If(~locked):
+        m.d.por += por_count.eq(0)
+    with m.Elif(~por_count.all()):
+        m.d.por += por_count.eq(por_count + 1)
+    m.d.comb += ResetSignal("sync").eq(~por_count.all())

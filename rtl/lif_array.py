@@ -13,15 +13,15 @@ stages, advancing together when the output can accept (`~o.valid | o.ready`):
 No cycle holds more than one carry chain and a few LUTs (the read-modify-write loop of
 ODIN-style cores is what limits their clock, design.md §9). B forwards the membrane from
 the last write, which the non-transparent read port cannot see yet; a beat whose group is
-still in B or C waits (a bubble). In timestep-major order with three or more groups that
-never happens: one beat per cycle. With one or two groups the rate drops to 1/3 or 2/3.
+still in B, S or C waits (a bubble). In timestep-major order with four or more groups that
+never happens: one beat per cycle. With 1, 2 or 3 groups the rate drops to 1/4, 2/4, 3/4.
 (The test looks at the low two index bits only, see below: with more than 4 groups that are
-not a multiple of 4, the wrap from the last group to group 0 can cost one or two bubbles.)
+not a multiple of 4, the wrap from the last group to group 0 can cost up to three bubbles.)
 Spike and saturation decisions use unsaturated sums: `h >= θ  <=>  l + x >= θ` since
 θ <= max, and likewise for the negative spike.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -111,33 +111,51 @@ class LIFArray(wiring.Component):
 
         advance = ~self.o.valid | self.o.ready
         b_valid, b = Signal(), Signal(self.i_layout)
+        s_valid, s = Signal(), Signal(self.i_layout)  # stage S (subtract) holds B's beat
         c_valid, c_op, c_index = Signal(), Signal(LIFOp), Signal(self.index_width)
         d_valid, d_op, d_index = Signal(), Signal(LIFOp), Signal(self.index_width)
         d_writes = d_valid & (d_op != LIFOp.READ)
 
         # Stage A: a skid buffer, so that `i.ready` is a register and the producer never
-        # waits on our comparators; then the read. A beat whose group is in B or C would
+        # waits on our comparators; then the read. A beat whose group is in B, S or C would
         # miss its write-back (neither the memory nor the last-write register has it yet):
-        # it waits in A.
+        # it waits in A. The test is registered: when a beat enters A it is compared with
+        # the beats that will be 1, 2 and 3 ahead of it (`near`), and the flags shift as
+        # bubbles pass. It compares the two low index bits only (one LUT each): exact for
+        # up to 4 groups, conservative beyond (a false match only costs a bubble).
         a_valid, a = Signal(), Signal(self.i_layout)
         skid_valid, skid = Signal(), Signal(self.i_layout)
-        # The hazard test compares only the low two index bits (one LUT4 each): exact for
-        # up to 4 groups, conservative beyond (a false match only costs a bubble).
-        low = min(2, self.index_width)
-        hazard = ((b_valid & (b.index[:low] == a.index[:low])) |
-                  (c_valid & (c_index[:low] == a.index[:low])))
-        a_take = advance & ~hazard
+        near = Signal(3)  # near[d]: A's beat matches the beat d+1 ahead
+        a_take = advance & ~near.any()
         m.d.comb += [self.i.ready.eq(~skid_valid), rd.addr.eq(a.index), rd.en.eq(advance)]
-        arriving = self.i.valid & self.i.ready & (self.i.payload.index < self.groups)
-        with m.If(self.i.valid & self.i.ready & ~(self.i.payload.index < self.groups)):
+        in_range = self.i.payload.index < self.groups
+        arriving = self.i.valid & self.i.ready & in_range
+        with m.If(self.i.valid & self.i.ready & ~in_range):
             m.d.sync += self.index_error.eq(1)  # dropped on arrival
+
+        low = min(2, self.index_width)
+        entering = Signal(self.i_layout)
+        m.d.comb += entering.eq(Mux(skid_valid, skid, self.i.payload))
+
+        def same(valid, beat_index):
+            return valid & (beat_index[:low] == entering.index[:low])
+        # What will be ahead of a beat entering A: if the pipeline advances, A's old beat
+        # (when it leaves now), then B's and S's beats; if it stalls, B's, S's and C's.
+        ahead_if_advance = Cat(same(a_valid, a.index), same(b_valid, b.index),
+                               same(s_valid, s.index))
+        ahead_if_stall = Cat(same(b_valid, b.index), same(s_valid, s.index),
+                             same(c_valid, c_index))
         with m.If(~a_valid | a_take):
             with m.If(skid_valid):
                 m.d.sync += [a_valid.eq(1), a.eq(skid), skid_valid.eq(0)]
             with m.Else():
                 m.d.sync += [a_valid.eq(arriving), a.eq(self.i.payload)]
-        with m.Elif(arriving):
-            m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+            m.d.sync += near.eq(Mux(advance, ahead_if_advance, ahead_if_stall))
+        with m.Else():
+            with m.If(arriving):
+                m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+            with m.If(advance):  # A holds, a bubble enters B: everything ahead moves on
+                m.d.sync += near.eq(near << 1)
         # The beat in D now is the last write when A's beat reaches B: decide the
         # forwarding here so B's path starts at a register.
         b_forward = Signal()
@@ -145,25 +163,30 @@ class LIFArray(wiring.Component):
             m.d.sync += [b_valid.eq(a_valid & a_take), b.eq(a),
                          b_forward.eq(d_writes & (d_index == a.index))]
 
-        # Stage B: forwarding mux, leak; x - θ and x + θ off the critical path.
-        # LOAD: l = 0 so the sum is the loaded value; READ: x = 0 so the sum is the stored
-        # membrane (which fits, so it never saturates).
+        # Stage B: forwarding mux and the leak shift v >> k (k is a run-time register, so
+        # this is a real barrel shifter: it gets a stage of its own).
         lw_v = Signal(word)  # last write
         v_b = Signal(word)
         m.d.comb += v_b.eq(Mux(b_forward, lw_v, rd.data))
+        s_v, s_shifted = Signal(word), Signal(word)
+        with m.If(advance):
+            m.d.sync += [s_valid.eq(b_valid), s.eq(b), s_v.eq(v_b)]
+            for lane in range(P):
+                m.d.sync += s_shifted[lane].eq(Mux(leak_en & (b.op == LIFOp.UPDATE),
+                                                   v_b[lane] >> leak_shift, 0))
+
+        # Stage S: l = v - (v >> k); x - θ and x + θ off the critical path.
+        # LOAD: l = 0 so the sum is the loaded value; READ: x = 0 so the sum is the stored
+        # membrane (which fits, so it never saturates).
         c_leaked, c_x = Signal(word), Signal(data.ArrayLayout(signed(self.in_width), P))
         c_x_minus, c_x_plus = Signal(wide), Signal(wide)
         with m.If(advance):
-            m.d.sync += [c_valid.eq(b_valid), c_op.eq(b.op), c_index.eq(b.index)]
+            m.d.sync += [c_valid.eq(s_valid), c_op.eq(s.op), c_index.eq(s.index)]
             for lane in range(P):
-                v, x = v_b[lane], Mux(b.op == LIFOp.READ, 0, b.current[lane])
-                with m.If(b.op == LIFOp.LOAD):
-                    m.d.sync += c_leaked[lane].eq(0)
-                with m.Elif(leak_en & (b.op == LIFOp.UPDATE)):
-                    m.d.sync += c_leaked[lane].eq(v - (v >> leak_shift))
-                with m.Else():
-                    m.d.sync += c_leaked[lane].eq(v)
-                m.d.sync += [c_x[lane].eq(x), c_x_minus[lane].eq(x - theta),
+                x = Mux(s.op == LIFOp.READ, 0, s.current[lane])
+                m.d.sync += [c_leaked[lane].eq(Mux(s.op == LIFOp.LOAD, 0,
+                                                   s_v[lane] - s_shifted[lane])),
+                             c_x[lane].eq(x), c_x_minus[lane].eq(x - theta),
                              c_x_plus[lane].eq(x + theta)]
 
         # Stage C: the three sums and their range flags.

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 REPORTS = Path("build/reports")
-LATENCY = 5  # LIFArray input-to-output cycles (docs/interfaces.md)
+LATENCY = 6  # LIFArray input-to-output cycles (docs/interfaces.md)
 
 
 def progress(msg: str) -> None:
@@ -76,7 +76,8 @@ def cmd_sim(args) -> int:
 
 def cmd_synth(args) -> int:
     from .boards.flow import format_report_table, synth_board
-    report = synth_board(args.board, target_mhz=args.target_mhz, progress=progress)
+    report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
+                         progress=progress)
     print(format_report_table(report))
     return 0
 
@@ -153,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("synth", help="build a board bitstream and its report")
     sp.add_argument("--board", default="icebreaker")
     sp.add_argument("--target-mhz", type=float, default=None)
+    sp.add_argument("--core", default=None,
+                    help="build one core in a keep-alive harness instead of the self test "
+                         "(lif, lif-p4, synapse, spiking-linear)")
     sp.set_defaults(func=cmd_synth)
 
     sp = sub.add_parser("report", help="summarize build/reports")

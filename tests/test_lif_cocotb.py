@@ -19,7 +19,7 @@ from spikeforge.sim.runner import SIMULATORS, SimulationError
 
 pytestmark = pytest.mark.cocotb
 
-LATENCY = 5  # docs/interfaces.md: input transfer to output transfer, no pauses
+LATENCY = 6  # docs/interfaces.md: input transfer to output transfer, no pauses
 
 
 @dataclass(frozen=True)
