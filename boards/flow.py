@@ -118,7 +118,7 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
               "ffs": count_flip_flops((out_dir / f"{name}.rpt").read_text()),
               "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
               "elapsed_s": round(elapsed, 1),
-              "top": type(top.core).__name__ if core else type(top).__name__}
+              "top": f"{type(top.core).__name__} ({core})" if core else type(top).__name__}
     reports = Path(build_dir, "reports")
     reports.mkdir(parents=True, exist_ok=True)
     (reports / f"synth-{report_name}.json").write_text(json.dumps(result, indent=1))
