@@ -73,8 +73,10 @@ def synapse_engine(events, weights, timesteps: int, bias=None, weight_width: int
 
 
 def synapse_engine_cycles(n_events: int, n_out: int, lanes: int, timesteps: int,
-                          pipeline_depth: int = 3) -> int:
+                          pipeline_depth: int = 5) -> int:
     """Ideal cycle bound: each event costs its fan-out / lanes; the drain streams T x
-    fan-out / lanes currents to the LIF; plus pipeline fill. Silent inputs cost nothing."""
+    fan-out / lanes currents to the LIF; plus pipeline fill (RTL SynapseEngine: 2 cycles
+    from the last dispatch to the last accumulator write, 3 from the first drain read to
+    the output register). Silent inputs cost nothing."""
     groups = -(-n_out // lanes)
     return n_events * groups + timesteps * groups + pipeline_depth

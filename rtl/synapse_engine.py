@@ -129,12 +129,13 @@ class SynapseEngine(wiring.Component):
         pending_last = Signal()                 # drain once the pipeline is empty
         draining = Signal()
 
-        u_valid = Signal()
-        u_group = Signal(self.group_width)
-        u_spikes = Signal(T)
-        lw_valid = Signal()
-        lw_group = Signal(self.group_width)
-        lw_acc = Signal(acc_word)
+        # The memory outputs are registered (F -> U) before the adders: a block RAM's
+        # clock-to-out is too slow to add and write back in the same cycle.
+        f_valid, f_group, f_spikes = Signal(), Signal(self.group_width), Signal(T)
+        u_valid, u_group, u_spikes = Signal(), Signal(self.group_width), Signal(T)
+        u_w, u_acc = Signal(weight_word), Signal(acc_word)
+        lw1_valid, lw1_group, lw1_acc = Signal(), Signal(self.group_width), Signal(acc_word)
+        lw2_valid, lw2_group, lw2_acc = Signal(), Signal(self.group_width), Signal(acc_word)
 
         # Silent and out-of-range beats are dropped on arrival, even while an event is
         # being dispatched; a real event waits for the dispatch to free up.
@@ -156,22 +157,34 @@ class SynapseEngine(wiring.Component):
             m.d.sync += self.index_error.eq(1)
 
         m.d.comb += [w_rd.addr.eq(d_index * G + d_group), w_rd.en.eq(1)]
-        m.d.sync += [u_valid.eq(d_valid), u_group.eq(d_group), u_spikes.eq(d_spikes)]
-
-        # Update: the accumulator read issued with the dispatch misses the write made in
-        # the same cycle, which is exactly the last-write register.
+        # Update: the accumulator read issued with the dispatch misses the two writes made
+        # while it travelled (the beats one and two ahead): forward them. Which one is
+        # decided in F, so the wide mux in U is driven by registers: U's beat now is the
+        # last write (lw1) when F's beat reaches U, and lw1 now will be lw2 then.
+        u_from_lw1, u_from_lw2 = Signal(), Signal()
+        m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
+                     u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
+                     u_w.eq(w_rd.data), u_acc.eq(a_rd.data),
+                     u_from_lw1.eq(u_valid & (u_group == f_group)),
+                     u_from_lw2.eq(lw1_valid & (lw1_group == f_group))]
         acc_in = Signal(acc_word)
         acc_out = Signal(acc_word)
-        m.d.comb += acc_in.eq(Mux(lw_valid & (lw_group == u_group), lw_acc, a_rd.data))
+        with m.If(u_from_lw1):
+            m.d.comb += acc_in.eq(lw1_acc)
+        with m.Elif(u_from_lw2):
+            m.d.comb += acc_in.eq(lw2_acc)
+        with m.Else():
+            m.d.comb += acc_in.eq(u_acc)
         for t in range(T):
             for lane in range(P):
                 m.d.comb += acc_out[t][lane].eq(
-                    acc_in[t][lane] + Mux(u_spikes[t], w_rd.data[lane], 0))
-        m.d.sync += [lw_valid.eq(u_valid), lw_group.eq(u_group), lw_acc.eq(acc_out)]
+                    acc_in[t][lane] + Mux(u_spikes[t], u_w[lane], 0))
+        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out),
+                     lw2_valid.eq(lw1_valid), lw2_group.eq(lw1_group), lw2_acc.eq(lw1_acc)]
 
         # --- drain: timestep-major read of every group, + bias, clear after the last t ---
-        # issue (counter) -> read stage (memory data) -> output register; all advance
-        # together when the output can accept.
+        # issue (counter) -> read stage (memory data, select timestep) -> register ->
+        # bias add into the output register; all advance together when the output can accept.
         advance = ~self.o.valid | self.o.ready
         r_active = Signal()                      # reads left to issue
         r_t = Signal(range(T))
@@ -179,9 +192,11 @@ class SynapseEngine(wiring.Component):
         q_valid = Signal()                       # read data belongs to (q_t, q_group)
         q_t = Signal(range(T))
         q_group = Signal(self.group_width)
-        m.d.comb += draining.eq(r_active | q_valid)
+        q2_valid, q2_group = Signal(), Signal(self.group_width)
+        q2_acc = Signal(data.ArrayLayout(signed(self.acc_width), P))
+        m.d.comb += draining.eq(r_active | q_valid | q2_valid)
 
-        with m.If(pending_last & ~d_valid & ~u_valid):
+        with m.If(pending_last & ~d_valid & ~f_valid & ~u_valid):
             m.d.sync += [pending_last.eq(0), r_active.eq(1), r_t.eq(0), r_group.eq(0)]
         with m.If(advance & ~pending_last):
             m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group)]
@@ -205,24 +220,28 @@ class SynapseEngine(wiring.Component):
         with m.Else():
             m.d.comb += [a_wr.addr.eq(u_group), a_wr.data.eq(acc_out), a_wr.en.eq(u_valid)]
 
-        currents = Signal(self.o_layout["current"].shape)
         if self.bias_width is not None:
             m.d.comb += [b_rd.addr.eq(r_group), b_rd.en.eq(advance)]
-        acc_t = Signal(data.ArrayLayout(signed(self.acc_width), P))
-        m.d.comb += acc_t.eq(a_rd.data.as_value().word_select(q_t, self.acc_width * P))
-        for lane in range(P):
-            value = acc_t[lane]
+            q2_bias = Signal(data.ArrayLayout(signed(self.bias_width), P))
+        currents = Signal(self.o_layout["current"].shape)
+        with m.If(advance):
+            m.d.sync += [q2_valid.eq(q_valid), q2_group.eq(q_group),
+                         q2_acc.eq(a_rd.data.as_value().word_select(q_t, self.acc_width * P))]
             if self.bias_width is not None:
-                value = value + b_rd.data[lane]
+                m.d.sync += q2_bias.eq(b_rd.data)
+        for lane in range(P):
+            value = q2_acc[lane]
+            if self.bias_width is not None:
+                value = value + q2_bias[lane]
             m.d.comb += currents[lane].eq(value)
         with m.If(advance):
-            m.d.sync += [self.o.valid.eq(q_valid),
+            m.d.sync += [self.o.valid.eq(q2_valid),
                          self.o.payload.op.eq(LIFOp.UPDATE),
-                         self.o.payload.index.eq(q_group),
+                         self.o.payload.index.eq(q2_group),
                          self.o.payload.current.eq(currents)]
 
         # --- run-time weight / bias load, only while idle ---
-        idle = ~d_valid & ~u_valid & ~pending_last & ~draining
+        idle = ~d_valid & ~f_valid & ~u_valid & ~pending_last & ~draining
         m.d.comb += [self.load.ready.eq(idle), self.busy.eq(~idle)]
         load_go = self.load.valid & idle
         m.d.comb += [w_wr.addr.eq(self.load.payload.addr),
