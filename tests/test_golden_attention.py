@@ -111,3 +111,41 @@ def test_bad_input_is_refused():
         sdsa(q, k, v, LIF, variant="other")
     with pytest.raises(ValueError, match="rounds to 0"):
         fold_scale_into_threshold(0.1, 1.0)
+
+
+@pytest.mark.ref
+@pytest.mark.parametrize("kind", ["ssa", "statten2", "sdsa_reference", "sdsa_paper"])
+def test_golden_float_equals_a_pytorch_spikingjelly_reimplementation(kind):
+    """An independent float implementation the way model code writes it: multi-step
+    [T, B, N, D] tensors, torch matmuls, SpikingJelly LIFNode (decay_input=False, soft
+    reset) stepping over T."""
+    torch = pytest.importorskip("torch")
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    T, B, N, D, scale, tau, theta = 4, 3, 6, 8, 0.125, 2.0, 0.5
+    q, k, v = (spikes((T, B, N, D), 0.6, 30 + i) for i in range(3))
+    tq, tk, tv = (torch.tensor(x, dtype=torch.float64) for x in (q, k, v))
+    lif = neuron.LIFNode(tau=tau, decay_input=False, v_threshold=theta, v_reset=None,
+                         step_mode="m")
+    with torch.no_grad():
+        if kind in ("ssa", "statten2"):
+            block = 1 if kind == "ssa" else 2
+            kv = (tk.transpose(-2, -1) @ tv).reshape(T // block, block, B, D, D).sum(1)
+            y = tq @ kv.repeat_interleave(block, dim=0)                      # [T, B, N, D]
+            ref = lif(scale * y)
+        else:
+            a, b, gated = (tk, tv, tq) if kind == "sdsa_reference" else (tq, tk, tv)
+            mask = lif(scale * (a * b).sum(dim=-2, keepdim=True))            # [T, B, 1, D]
+            ref = gated * mask
+    # golden takes [..., T, N, D]: batch first
+    gq, gk, gv = (np.moveaxis(x, 0, 1) for x in (q, k, v))
+    beta = 1 - 1 / tau
+    if kind == "ssa":
+        got = ssa_float(gq, gk, gv, scale=scale, beta=beta, theta=theta, order="q_kv")
+    elif kind == "statten2":
+        got = statten_float(gq, gk, gv, scale=scale, beta=beta, theta=theta, block=2)
+    else:
+        got = sdsa_float(gq, gk, gv, scale=scale, beta=beta, theta=theta,
+                         variant=kind.removeprefix("sdsa_"))
+    expect = np.moveaxis(ref.numpy(), 0, 1)
+    assert 0 < expect.sum() < expect.size
+    np.testing.assert_array_equal(got, expect)
