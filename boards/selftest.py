@@ -156,9 +156,11 @@ def add_pll_domain(m, platform, f_in_mhz, f_out_mhz):
     m.domains.sync = ClockDomain("sync")
     m.domains.por = ClockDomain("por", reset_less=True)
     por_count = Signal(8)
+    in_reset = Signal(init=1)  # a register: the reset net fans out to the whole design
     m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
     with m.If(~locked):
         m.d.por += por_count.eq(0)
     with m.Elif(~por_count.all()):
         m.d.por += por_count.eq(por_count + 1)
-    m.d.comb += ResetSignal("sync").eq(~por_count.all())
+    m.d.por += in_reset.eq(~por_count.all())
+    m.d.comb += ResetSignal("sync").eq(in_reset)

@@ -125,7 +125,8 @@ class SynapseEngine(wiring.Component):
         d_index = Signal(self.index_width)
         d_spikes = Signal(T)
         d_group = Signal(self.group_width)
-        d_done = d_valid & (d_group == G - 1)   # dispatch frees up after this cycle
+        d_at_last = Signal()                    # registered d_group == G - 1
+        d_done = d_valid & d_at_last            # dispatch frees up after this cycle
         pending_last = Signal()                 # drain once the pipeline is empty
         draining = Signal()
 
@@ -135,7 +136,6 @@ class SynapseEngine(wiring.Component):
         u_valid, u_group, u_spikes = Signal(), Signal(self.group_width), Signal(T)
         u_w, u_acc = Signal(weight_word), Signal(acc_word)
         lw1_valid, lw1_group, lw1_acc = Signal(), Signal(self.group_width), Signal(acc_word)
-        lw2_valid, lw2_group, lw2_acc = Signal(), Signal(self.group_width), Signal(acc_word)
 
         # Silent and out-of-range beats are dropped on arrival, even while an event is
         # being dispatched; a real event waits for the dispatch to free up.
@@ -148,9 +148,10 @@ class SynapseEngine(wiring.Component):
         new_event = take & ~silent & in_range
         with m.If(new_event):
             m.d.sync += [d_index.eq(self.i.payload.index), d_spikes.eq(self.i.payload.spikes),
-                         d_group.eq(0), d_valid.eq(1)]
+                         d_group.eq(0), d_valid.eq(1), d_at_last.eq(G == 1)]
         with m.Elif(d_valid):
-            m.d.sync += [d_group.eq(d_group + 1), d_valid.eq(~d_done)]
+            m.d.sync += [d_group.eq(d_group + 1), d_valid.eq(~d_done),
+                         d_at_last.eq(d_group == G - 2)]
         with m.If(take & self.i.payload.last):
             m.d.sync += pending_last.eq(1)
         with m.If(take & ~in_range):
@@ -158,29 +159,24 @@ class SynapseEngine(wiring.Component):
 
         m.d.comb += [w_rd.addr.eq(d_index * G + d_group), w_rd.en.eq(1)]
         # Update: the accumulator read issued with the dispatch misses the two writes made
-        # while it travelled (the beats one and two ahead): forward them. Which one is
-        # decided in F, so the wide mux in U is driven by registers: U's beat now is the
-        # last write (lw1) when F's beat reaches U, and lw1 now will be lw2 then.
-        u_from_lw1, u_from_lw2 = Signal(), Signal()
+        # while it travelled (the beats one and two ahead). The older one is the last
+        # write (lw1) while the beat is in F: merged there. The newer one is U's beat now,
+        # the last write when this beat reaches U: that choice is made in F too, so the
+        # wide mux in U is a 2:1 driven by a register.
+        u_from_lw1 = Signal()
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
-                     u_w.eq(w_rd.data), u_acc.eq(a_rd.data),
-                     u_from_lw1.eq(u_valid & (u_group == f_group)),
-                     u_from_lw2.eq(lw1_valid & (lw1_group == f_group))]
+                     u_w.eq(w_rd.data),
+                     u_acc.eq(Mux(lw1_valid & (lw1_group == f_group), lw1_acc, a_rd.data)),
+                     u_from_lw1.eq(u_valid & (u_group == f_group))]
         acc_in = Signal(acc_word)
         acc_out = Signal(acc_word)
-        with m.If(u_from_lw1):
-            m.d.comb += acc_in.eq(lw1_acc)
-        with m.Elif(u_from_lw2):
-            m.d.comb += acc_in.eq(lw2_acc)
-        with m.Else():
-            m.d.comb += acc_in.eq(u_acc)
+        m.d.comb += acc_in.eq(Mux(u_from_lw1, lw1_acc, u_acc))
         for t in range(T):
             for lane in range(P):
                 m.d.comb += acc_out[t][lane].eq(
                     acc_in[t][lane] + Mux(u_spikes[t], u_w[lane], 0))
-        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out),
-                     lw2_valid.eq(lw1_valid), lw2_group.eq(lw1_group), lw2_acc.eq(lw1_acc)]
+        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out)]
 
         # --- drain: timestep-major read of every group, + bias, clear after the last t ---
         # issue (counter) -> read stage (memory data, select timestep) -> register ->
