@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .lif import LIFParams, LIFResult, _as_int_array, lif_array, lif_float
+from .lif import LIFParams, LIFResult, as_int_array, lif_array, lif_float
 
 ORDERS = ("qk_v", "q_kv")
 SDSA_VARIANTS = ("reference", "paper")
@@ -33,7 +33,7 @@ SDSA_VARIANTS = ("reference", "paper")
 def _spike_tensors(q, k, v):
     arrays = []
     for name, x in (("q", q), ("k", k), ("v", v)):
-        a = _as_int_array(name, x, tuple(range(3, 8)))
+        a = as_int_array(name, x, tuple(range(3, 8)))
         if a.size and not np.isin(a, (0, 1)).all():
             raise ValueError(f"{name} must be binary spikes (0/1)")
         arrays.append(a)

@@ -72,7 +72,7 @@ def check_lif_params(*, width, leak_shift, theta, reset, v_reset=0, current_widt
         raise ValueError(f"current_width must be None or an integer >= 2, got {current_width!r}")
 
 
-def _as_int_array(name: str, value, ndim_options: tuple[int, ...]) -> np.ndarray:
+def as_int_array(name: str, value, ndim_options: tuple[int, ...]) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array (got dtype {arr.dtype}); "
@@ -110,7 +110,7 @@ def lif_step(v: np.ndarray, x: np.ndarray, p: LIFParams) -> tuple[np.ndarray, np
 
 def lif_array(currents, params: LIFParams, v0=None, record_membranes: bool = False) -> LIFResult:
     """Run the integer LIF over `currents` of shape [T, N] or [B, T, N]."""
-    x = _as_int_array("currents", currents, (2, 3))
+    x = as_int_array("currents", currents, (2, 3))
     lo_in, hi_in = signed_range(params.in_width)
     if x.size and (x.min() < lo_in or x.max() > hi_in):
         raise ValueError(f"currents must fit a signed {params.in_width}-bit input "
@@ -119,7 +119,7 @@ def lif_array(currents, params: LIFParams, v0=None, record_membranes: bool = Fal
     if v0 is None:
         v = np.zeros(state_shape, dtype=np.int64)
     else:
-        v = _as_int_array("v0", v0, (len(state_shape),))
+        v = as_int_array("v0", v0, (len(state_shape),))
         lo, hi = signed_range(params.width)
         if v.shape != state_shape:
             raise ValueError(f"v0 must have shape {state_shape}, got {v.shape}")
@@ -174,10 +174,10 @@ def spiking_linear(spikes_in, weights, params: LIFParams, bias=None, weight_widt
     `spikes_in` is [T, N_in] or [B, T, N_in] with values in {0, 1} (or {-1, 0, 1});
     `weights` is [N_out, N_in] signed `weight_width`-bit. Accumulation is exact (int64).
     """
-    s = _as_int_array("spikes_in", spikes_in, (2, 3))
+    s = as_int_array("spikes_in", spikes_in, (2, 3))
     if s.size and not np.isin(s, (-1, 0, 1)).all():
         raise ValueError("spikes_in must be spikes: values in {0, 1} (or {-1, 0, 1} for signed)")
-    w = _as_int_array("weights", weights, (2,))
+    w = as_int_array("weights", weights, (2,))
     if w.shape[1] != s.shape[-1]:
         raise ValueError(f"weights shape {w.shape} does not match {s.shape[-1]} input neurons")
     lo, hi = signed_range(weight_width)
@@ -185,7 +185,7 @@ def spiking_linear(spikes_in, weights, params: LIFParams, bias=None, weight_widt
         raise ValueError(f"weights must fit signed {weight_width}-bit [{lo}, {hi}]")
     currents = s @ w.T
     if bias is not None:
-        b = _as_int_array("bias", bias, (1,))
+        b = as_int_array("bias", bias, (1,))
         if b.shape != (w.shape[0],):
             raise ValueError(f"bias must have shape ({w.shape[0]},), got {b.shape}")
         currents = currents + b

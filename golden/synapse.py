@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .lif import _as_int_array, signed_range
+from .lif import as_int_array, signed_range
 
 
 def pack_spikes(spikes) -> np.ndarray:
     """[T, N] binary spikes -> [N] words, bit t = spike at timestep t."""
-    s = _as_int_array("spikes", spikes, (2,))
+    s = as_int_array("spikes", spikes, (2,))
     if s.size and not np.isin(s, (0, 1)).all():
         raise ValueError("spikes must be binary (0/1) to be packed into temporal words")
     if s.shape[0] > 62:
@@ -25,7 +25,7 @@ def pack_spikes(spikes) -> np.ndarray:
 
 
 def unpack_spikes(words, timesteps: int) -> np.ndarray:
-    w = _as_int_array("words", words, (1,))
+    w = as_int_array("words", words, (1,))
     return ((w[None, :] >> np.arange(timesteps)[:, None]) & 1).astype(np.int8)
 
 
@@ -47,7 +47,7 @@ def accumulator_width(n_in: int, weight_width: int, bias_width: int | None = Non
 def synapse_engine(events, weights, timesteps: int, bias=None, weight_width: int = 8,
                    bias_width: int | None = None) -> np.ndarray:
     """Currents [T, N_out] for an event list [(index, word)] and weights [N_out, N_in]."""
-    w = _as_int_array("weights", weights, (2,))
+    w = as_int_array("weights", weights, (2,))
     lo, hi = signed_range(weight_width)
     if w.size and (w.min() < lo or w.max() > hi):
         raise ValueError(f"weights must fit signed {weight_width}-bit [{lo}, {hi}]")
@@ -61,7 +61,7 @@ def synapse_engine(events, weights, timesteps: int, bias=None, weight_width: int
         bits = (word >> np.arange(timesteps)) & 1
         acc += bits[:, None] * w[:, index][None, :]
     if bias is not None:
-        b = _as_int_array("bias", bias, (1,))
+        b = as_int_array("bias", bias, (1,))
         if b.shape != (n_out,):
             raise ValueError(f"bias must have shape ({n_out},), got {b.shape}")
         if bias_width is not None:

@@ -13,6 +13,7 @@ Weights and biases are written at run time through `load` while the engine is id
 (`data` holds the lanes packed at `weight_width`, or `bias_width`, bit stride).
 """
 
+import numpy as np
 from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
@@ -77,7 +78,6 @@ class SynapseEngine(wiring.Component):
         """[n_out, n_in] ints -> memory words, word index*groups+g holds lanes of group g."""
         if weights is None:
             return []
-        import numpy as np
         w = np.asarray(weights)
         if w.shape != (self.n_out, self.n_in) or not np.issubdtype(w.dtype, np.integer):
             raise ValueError(f"weights must be an integer array of shape "
@@ -94,7 +94,6 @@ class SynapseEngine(wiring.Component):
             return []
         if self.bias_width is None:
             raise ValueError("bias given but bias_width is None")
-        import numpy as np
         b = np.asarray(bias)
         if b.shape != (self.n_out,) or not np.issubdtype(b.dtype, np.integer):
             raise ValueError(f"bias must be an integer array of shape ({self.n_out},)")
