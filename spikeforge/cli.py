@@ -100,13 +100,14 @@ def cmd_report(args) -> int:
     rows = []
     for path in sorted(REPORTS.glob("synth-*.json")):
         r = json.loads(path.read_text())
-        rows.append(f"| {r['board']} | {r['device']} | {r['fmax_mhz']:.1f} | {r['target_mhz']} | "
+        rows.append(f"| {r.get('top', '')} | {r['board']} | {r['device']} | {r['fmax_mhz']:.1f} | "
+                    f"{r['target_mhz']} | "
                     f"{'yes' if r['timing_met'] else 'NO'} | {r['luts']} | {r['ffs']} | "
                     f"{r['brams']} | {r['dsps']} |")
     md = ["# spikeforge hardware report", ""]
     if rows:
-        md += ["| board | device | Fmax MHz | target MHz | timing met | LUTs/LCs | FFs | BRAMs | DSPs |",
-               "|---|---|---|---|---|---|---|---|---|", *rows]
+        md += ["| design | board | device | Fmax MHz | target MHz | timing met | LUTs/LCs | FFs | "
+               "BRAMs | DSPs |", "|---|---|---|---|---|---|---|---|---|---|", *rows]
     else:
         md.append("No synthesis reports yet: run `make synth BOARD=icebreaker`.")
     out = REPORTS / "summary.md"
