@@ -1,0 +1,175 @@
+"""Quantizer and model file (design.md §3, §4): float spiking layers -> integer layers.
+
+Convention (no multipliers anywhere in the integer model):
+- Weights of a layer get one power-of-two scale: w ≈ w_int · 2^-shift, with the largest
+  shift such that every |w_int| fits a signed `weight_bits` integer.
+- The layer's currents are then in units of 2^-shift, so the membrane uses the same scale:
+  θ_int = round(θ · 2^shift), bias_int = round(b · 2^shift), v_reset likewise ("MINT-style":
+  membrane and weights share one scale). Each must fit the membrane width W or the bias width.
+- SpikingJelly's `decay_input=True` computes H = V + (X − (V − V_reset))/τ: the 1/τ on the
+  input is folded into the weights and bias before quantizing. The leak β = 1 − 1/τ must be
+  1 − 2^-k (τ a power of two, k = log2 τ) to be the integer shift of design.md §3; τ = None
+  (or infinite) means no leak (IF).
+
+Model file: a `.npz` with `format` = "spikeforge-model", `version` = MODEL_VERSION, a
+`layers` name list, and per layer `<name>.weights` (int8/int16), `<name>.bias` (optional),
+and `<name>.meta` (JSON: shift, theta, leak_shift, width, reset, weight_bits, bias_bits, kind).
+`load_model` validates all of it and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .lif import LIFParams, signed_range
+
+MODEL_FORMAT = "spikeforge-model"
+MODEL_VERSION = 1
+
+
+def quantize_pow2(w, bits: int = 8) -> tuple[np.ndarray, int]:
+    """(w_int, shift) with w ≈ w_int · 2^-shift and |w_int| <= 2^(bits-1) - 1."""
+    if not isinstance(bits, int) or bits < 2:
+        raise ValueError(f"weight bits must be an integer >= 2, got {bits!r}")
+    w = np.asarray(w, dtype=np.float64)
+    if not np.isfinite(w).all():
+        raise ValueError("weights contain NaN or infinity")
+    hi = (1 << (bits - 1)) - 1
+    peak = float(np.abs(w).max()) if w.size else 0.0
+    if peak == 0.0:
+        return np.zeros(w.shape, dtype=np.int64), 0
+    shift = math.floor(math.log2(hi / peak))
+    while np.abs(np.rint(w * 2.0 ** shift)).max() > hi:  # rounding can push the peak over
+        shift -= 1
+    return np.rint(w * 2.0 ** shift).astype(np.int64), shift
+
+
+def _to_scale(name: str, value: float, shift: int, width: int) -> int:
+    q = int(round(value * 2.0 ** shift))
+    lo, hi = signed_range(width)
+    if not lo <= q <= hi:
+        raise ValueError(f"{name}={value} is {q} at the weight scale 2^-{shift}: it needs more "
+                         f"than {width} bits; widen the membrane/bias or use fewer weight bits")
+    return q
+
+
+def leak_shift_for_tau(tau) -> int | None:
+    """k with β = 1 − 2^-k = 1 − 1/τ; None for no leak. τ must be a power of two >= 1."""
+    if tau is None or tau == math.inf:
+        return None
+    k = math.log2(tau) if tau >= 1 else -1
+    if tau < 1 or k != int(k):
+        raise ValueError(f"tau={tau} is not a power of two >= 1: β = 1 - 1/τ has no shift form")
+    return int(k)
+
+
+@dataclass
+class IntLayer:
+    """One integer spiking layer: currents = weights @ spikes + bias, then the LIF."""
+    name: str
+    weights: np.ndarray            # [n_out, n_in] int
+    bias: np.ndarray | None        # [n_out] int or None
+    lif: LIFParams
+    shift: int                     # weights and membrane are in units of 2^-shift
+    weight_bits: int
+    bias_bits: int | None = None
+    kind: str = "linear"
+    extra: dict = field(default_factory=dict)
+
+
+def quantize_layer(name: str, weight, bias=None, *, theta: float, tau=None, reset="subtract",
+                   v_reset: float = 0.0, decay_input: bool = False, weight_bits: int = 8,
+                   width: int = 16, bias_bits: int | None = None, kind: str = "linear",
+                   signed_spikes: bool = False) -> IntLayer:
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim != 2:
+        raise ValueError(f"{name}: weight must be [n_out, n_in], got shape {w.shape}")
+    b = None if bias is None else np.asarray(bias, dtype=np.float64)
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"{name}: bias must have shape ({w.shape[0]},), got {b.shape}")
+    if decay_input:  # SpikingJelly: the input is divided by τ; fold it into w and b
+        if tau is None:
+            raise ValueError(f"{name}: decay_input needs tau")
+        w, b = w / tau, None if b is None else b / tau
+    w_int, shift = quantize_pow2(w, weight_bits)
+    lif = LIFParams(theta=_to_scale(f"{name}: theta", theta, shift, width),
+                    leak_shift=leak_shift_for_tau(tau), width=width, reset=reset,
+                    v_reset=_to_scale(f"{name}: v_reset", v_reset, shift, width),
+                    signed_spikes=signed_spikes)
+    b_int = None
+    if b is not None:
+        bb = bias_bits or width
+        b_int = np.array([_to_scale(f"{name}: bias[{j}]", x, shift, bb)
+                          for j, x in enumerate(b)], dtype=np.int64)
+    return IntLayer(name, w_int, b_int, lif, shift, weight_bits, bias_bits, kind)
+
+
+def save_model(path, layers: list[IntLayer], **meta) -> None:
+    arrays = {"format": np.array(MODEL_FORMAT), "version": np.array(MODEL_VERSION),
+              "layers": np.array([layer.name for layer in layers]),
+              "meta": np.array(json.dumps(meta))}
+    for layer in layers:
+        dtype = np.int8 if layer.weight_bits <= 8 else np.int16
+        arrays[f"{layer.name}.weights"] = layer.weights.astype(dtype)
+        if layer.bias is not None:
+            arrays[f"{layer.name}.bias"] = layer.bias.astype(np.int32)
+        arrays[f"{layer.name}.meta"] = np.array(json.dumps({
+            "shift": layer.shift, "lif": asdict(layer.lif), "weight_bits": layer.weight_bits,
+            "bias_bits": layer.bias_bits, "kind": layer.kind, "extra": layer.extra}))
+    np.savez_compressed(path, **arrays)
+
+
+class ModelFileError(ValueError):
+    """A model file that is not ours, of another version, or inconsistent."""
+
+
+def load_model(path) -> tuple[list[IntLayer], dict]:
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({e})") from None
+    if files.get("format", np.array("")).item() != MODEL_FORMAT:
+        raise ModelFileError(f"{path}: not a spikeforge model (missing or wrong 'format')")
+    version = int(files["version"]) if "version" in files else None
+    if version != MODEL_VERSION:
+        raise ModelFileError(f"{path}: model file version {version}, this spikeforge reads "
+                             f"version {MODEL_VERSION}")
+    layers = []
+    for name in files["layers"].tolist() if "layers" in files else []:
+        for key in (f"{name}.weights", f"{name}.meta"):
+            if key not in files:
+                raise ModelFileError(f"{path}: layer {name!r} has no {key!r}")
+        meta = json.loads(files[f"{name}.meta"].item())
+        w = files[f"{name}.weights"].astype(np.int64)
+        if w.ndim != 2:
+            raise ModelFileError(f"{path}: {name}.weights must be 2-D, got shape {w.shape}")
+        lo, hi = signed_range(meta["weight_bits"])
+        if w.size and (w.min() < lo or w.max() > hi):
+            raise ModelFileError(f"{path}: {name}.weights exceed {meta['weight_bits']} bits")
+        bias = files.get(f"{name}.bias")
+        if bias is not None:
+            bias = bias.astype(np.int64)
+            if bias.shape != (w.shape[0],):
+                raise ModelFileError(f"{path}: {name}.bias has shape {bias.shape}, "
+                                     f"expected ({w.shape[0]},)")
+        try:
+            lif = LIFParams(**meta["lif"])
+        except (TypeError, ValueError) as e:
+            raise ModelFileError(f"{path}: layer {name!r} has invalid LIF parameters: {e}") \
+                from None
+        layers.append(IntLayer(name, w, bias, lif, meta["shift"], meta["weight_bits"],
+                               meta.get("bias_bits"), meta.get("kind", "linear"),
+                               meta.get("extra", {})))
+    if not layers:
+        raise ModelFileError(f"{path}: the model has no layers")
+    return layers, json.loads(files["meta"].item()) if "meta" in files else {}
