@@ -78,11 +78,56 @@ def parse_nextpnr_report(report: dict, family: str) -> dict:
     return out
 
 
+XILINX_CELLS = {"luts": r"LUT[1-6]", "ffs": r"FD[CEPRS]+", "brams": r"RAMB(?:18|36)\w*",
+                "dsps": r"DSP48\w*", "lutrams": r"RAM(?:32|64|128|256)\w*", "carry4": r"CARRY4"}
+
+
+def estimate_xilinx(core: str, build_dir="build", progress=print) -> dict:
+    """Yosys `synth_xilinx` cell counts for a core alone (no harness, no IO buffers
+    counted): an estimate of what a 7-series part needs. No Fmax: no open 7-series P&R."""
+    from amaranth.back import verilog
+    from .harness import CORES
+    if core not in CORES:
+        raise ValueError(f"unknown core {core!r}; known cores: {', '.join(sorted(CORES))}")
+    spec = get_board("arty_a7")
+    _use_yowasp_tools(spec, Path(build_dir))
+    out_dir = Path(build_dir, "boards", f"{core}-arty_a7").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{core}.v").write_text(verilog.convert(CORES[core](), name="core"))
+    progress(f"arty_a7: synth_xilinx estimate of {core} for {spec.device}")
+    t0 = time.monotonic()
+    import subprocess
+    subprocess.run([os.environ["YOSYS"], "-q", "-l", "synth.log", "-p",
+                    f"read_verilog {core}.v; synth_xilinx -family xc7 -top core; stat"],
+                   cwd=out_dir, check=True)
+    stats = (out_dir / "synth.log").read_text().split("Printing statistics")[-1]
+    counts = {k: 0 for k in XILINX_CELLS}
+    for line in stats.splitlines():
+        m = re.match(r"\s*(\d+)\s+(\S+)\s*$", line) or re.match(r"\s*(\S+)\s+(\d+)\s*$", line)
+        if not m:
+            continue
+        n, cell = (m.group(1), m.group(2)) if m.group(1).isdigit() else (m.group(2), m.group(1))
+        for kind, pattern in XILINX_CELLS.items():
+            if re.fullmatch(pattern, cell):
+                counts[kind] += int(n)
+    result = {"board": "arty_a7", "device": spec.device, "family": "xc7", "estimate": True,
+              "fmax_mhz": None, "target_mhz": None, "timing_met": None, **counts,
+              "elapsed_s": round(time.monotonic() - t0, 1), "top": f"{core} (synth_xilinx)"}
+    reports = Path(build_dir, "reports")
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / f"estimate-{core}-arty_a7.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir="build",
                 name="top", progress=print, report_name=None, core=None) -> dict:
     """Build `top` (default: the LIFArray self test; with `core`, that core in the harness)
     for `board`; returns the report and writes build/reports/synth-<report_name>.json."""
     spec = get_board(board)
+    if spec.family == "xc7":
+        if core is None:
+            raise ValueError("arty_a7 is an estimate only: give a core (--core lif, ...)")
+        return estimate_xilinx(core, build_dir=build_dir, progress=progress)
     target = target_mhz or spec.default_target_mhz
     pll = (spec.osc_mhz, target) if spec.family == "ice40" else None
     if core is not None:
@@ -127,12 +172,15 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
 
 
 def format_report_table(r: dict) -> str:
+    fmax = ("none: synthesis estimate only (no open 7-series place and route)"
+            if r["fmax_mhz"] is None else
+            f"{r['fmax_mhz']:.1f} MHz (target {r['target_mhz']} MHz, "
+            f"{'met' if r['timing_met'] else 'NOT met'})")
+    bitstream = (f"{r['bitstream']} ({r['bitstream_bytes']} bytes)" if "bitstream" in r
+                 else "none")
     rows = [("board", r["board"]), ("device", r["device"]), ("design", r.get("top", "")),
-            ("Fmax", f"{r['fmax_mhz']:.1f} MHz (target {r['target_mhz']} MHz, "
-                     f"{'met' if r['timing_met'] else 'NOT met'})"),
-            ("logic cells / LUTs", r["luts"]), ("flip-flops", r["ffs"]),
-            ("block RAMs", r["brams"]), ("DSPs", r["dsps"]),
-            ("bitstream", f"{r['bitstream']} ({r['bitstream_bytes']} bytes)"),
+            ("Fmax", fmax), ("logic cells / LUTs", r["luts"]), ("flip-flops", r["ffs"]),
+            ("block RAMs", r["brams"]), ("DSPs", r["dsps"]), ("bitstream", bitstream),
             ("build time", f"{r['elapsed_s']} s")]
     width = max(len(k) for k, _ in rows)
     line = "+" + "-" * (width + 2) + "+" + "-" * 62 + "+"

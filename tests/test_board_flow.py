@@ -55,3 +55,15 @@ def test_icebreaker_build_makes_a_bitstream_and_report(tmp_path):
         assert r[key] > 0, key
     assert r["dsps"] >= 0 and isinstance(r["timing_met"], bool)
     assert r["ffs"] <= r["lcs"], "every iCE40 flip-flop sits in a logic cell"
+
+
+@pytest.mark.synth
+def test_arty_a7_estimate_counts_cells(tmp_path):
+    from spikeforge.boards.flow import estimate_xilinx
+    r = estimate_xilinx("lif", build_dir=str(tmp_path), progress=lambda msg: None)
+    assert r["fmax_mhz"] is None and r["estimate"]
+    assert r["luts"] > 0 and r["ffs"] > 0
+    log = (tmp_path / "boards" / "lif-arty_a7" / "synth.log").read_text()
+    assert "synth_xilinx" in log or "LUT" in log
+    with pytest.raises(ValueError, match="estimate only"):
+        synth_board("arty_a7", build_dir=str(tmp_path))
