@@ -7,7 +7,7 @@ BOARD ?= icebreaker
 JOBS ?= 2
 DEPS_STAMP := $(VENV)/.deps-stamp
 
-.PHONY: help setup demo test test-fast bench synth synth-core report clean iverilog
+.PHONY: help setup demo test test-fast bench synth synth-core report train-pinn clean iverilog
 
 help:
 	@echo "make demo   - golden model vs Verilator RTL, then an iCEBreaker bitstream + report"
@@ -58,6 +58,10 @@ synth-core: setup
 
 report: setup
 	$(VENV)/bin/spikeforge report
+
+# Retrain the float PINNs (torch, ~1 min); the weights ship in golden/data.
+train-pinn: setup
+	$(PY) -m spikeforge.golden.train_pinn
 
 clean:
 	rm -rf build sim_build .pytest_cache

@@ -173,3 +173,71 @@ def load_model(path) -> tuple[list[IntLayer], dict]:
     if not layers:
         raise ModelFileError(f"{path}: the model has no layers")
     return layers, json.loads(files["meta"].item()) if "meta" in files else {}
+
+
+# --- Array helpers and calibrated rounding (used by the spiking PINN, golden/pinn.py) ---------
+
+def quantize_to_shift(values, shift: int, width: int = 16, name: str = "bias") -> np.ndarray:
+    """Array version of the bias/threshold rule above: round(values · 2^shift) as int64,
+    checked against a signed `width`-bit range (ValueError naming `name` otherwise).
+    Biases, offsets and initial membranes share the accumulator's scale this way."""
+    if not isinstance(width, int) or width < 2:
+        raise ValueError(f"{name}: width must be an integer >= 2, got {width!r}")
+    v = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    q = np.rint(v * 2.0 ** shift)
+    lo, hi = signed_range(width)
+    if q.size and (q.min() < lo or q.max() > hi):
+        raise ValueError(f"{name} does not fit a signed {width}-bit range [{lo}, {hi}] at "
+                         f"the scale 2^-{shift}: got [{q.min():.0f}, {q.max():.0f}]")
+    return q.astype(np.int64)
+
+
+def shift_int(x, s: int) -> np.ndarray:
+    """x · 2^s on integers: left shift for s >= 0, arithmetic right shift (floor toward −∞,
+    the same `>>` as the LIF leak) for s < 0. This is how one power-of-two scale is moved
+    to another in the integer model."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"shift_int needs an integer array, got dtype {x.dtype}")
+    x = x.astype(np.int64)
+    return x << s if s >= 0 else x >> (-s)
+
+
+def round_with_error_feedback(w_scaled, features, bits: int = 8, damp: float = 0.01,
+                              ridge=None) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated rounding of one linear layer (GPTQ / OBQ style), in integer units.
+
+    `w_scaled` [n_out, n_in]: float weights already multiplied by 2^shift (plain rounding
+    would be `rint(w_scaled)`); `features` [n_cal, n_in]: the layer's inputs on calibration
+    data. Columns are rounded one at a time and each rounding error is pushed onto the
+    columns not yet rounded (and finally onto a bias column appended internally), so that
+    features @ q.T + bias_delta ≈ features @ w_scaled.T on the calibration set.
+    Returns (q [n_out, n_in] int64 within ±(2^(bits−1) − 1), bias_delta [n_out] float in
+    the same units: add it to the bias before that is rounded). `ridge` (scalar or
+    [n_in + 1] diagonal) and `damp` (a fraction of the mean diagonal) regularize the
+    Hessian featuresᵀfeatures.
+    """
+    if not isinstance(bits, int) or bits < 2:
+        raise ValueError(f"weight bits must be an integer >= 2, got {bits!r}")
+    w = np.asarray(w_scaled, dtype=np.float64)
+    f = np.asarray(features, dtype=np.float64)
+    if w.ndim != 2 or f.ndim != 2 or f.shape[1] != w.shape[1]:
+        raise ValueError(f"w_scaled [n_out, n_in] and features [n_cal, n_in] do not match: "
+                         f"{w.shape} vs {f.shape}")
+    fx = np.hstack([f, np.ones((f.shape[0], 1))])
+    h = fx.T @ fx
+    if ridge is not None:
+        h = h + np.diag(np.broadcast_to(np.asarray(ridge, np.float64), (h.shape[0],)))
+    h = h + damp * float(np.mean(np.diag(h))) * np.eye(h.shape[0])
+    u = np.linalg.cholesky(np.linalg.inv(h)).T  # upper factor: H⁻¹ = Uᵀ U
+    work = np.hstack([w, np.zeros((w.shape[0], 1))])
+    top = (1 << (bits - 1)) - 1
+    q = np.zeros(w.shape, dtype=np.int64)
+    for i in range(w.shape[1]):
+        qi = np.clip(np.rint(work[:, i]), -top, top)
+        err = (work[:, i] - qi) / u[i, i]
+        work[:, i + 1:] -= err[:, None] * u[i, i + 1:][None, :]
+        q[:, i] = qi.astype(np.int64)
+    return q, work[:, -1]
