@@ -555,12 +555,14 @@ def _quantize_plain(fsnn: FloatSNN, weight_bits, threshold_bits, input_bits, wid
 # --------------------------------------------------------------------------- report
 
 def pinn_report(problem: str, Ts=DEFAULT_TS, K: int = 8, n_eval: int = N_EVAL,
-                stats: bool = False) -> dict:
+                stats: bool = False, predictions: bool = False) -> dict:
     """Relative L2 errors vs the analytic solution on `eval_grid(n_eval)`:
     float_rel_l2 (float ANN); per T: snn_rel_l2 (integer golden SNN, calibrated),
     snn_float_rel_l2 (float SNN, calibrated), snn_rel_l2_uncalibrated (integer, naive),
     snn_float_rel_l2_uncalibrated, and snn_rel_l2_vs_ann (integer SNN vs the float ANN).
-    With stats, also per-T integer spike / saturation / synaptic-op counts per inference."""
+    With stats, also per-T integer spike / saturation / synaptic-op counts per inference.
+    With predictions, "predictions" holds NumPy arrays x, exact, ann and int[T] (for plots;
+    not JSON)."""
     params = load_weights(problem)
     x = eval_grid(n_eval)
     exact = PROBLEMS[params["problem"]].u(x)
@@ -572,12 +574,16 @@ def pinn_report(problem: str, Ts=DEFAULT_TS, K: int = 8, n_eval: int = N_EVAL,
            "snn_rel_l2_vs_ann": {}}
     if stats:
         rep["int_stats"] = {}
+    if predictions:
+        rep["predictions"] = {"x": x, "exact": exact, "ann": u_ann, "int": {}}
     for T in Ts:
         isnn = convert(params, T, integer=True, K=K)
         st = {} if stats else None
         u_int = snn_predict_int(isnn, x, st)
         rep["snn_rel_l2"][T] = rel_l2(u_int, exact)
         rep["snn_rel_l2_vs_ann"][T] = rel_l2(u_int, u_ann)
+        if predictions:
+            rep["predictions"]["int"][T] = u_int
         rep["snn_float_rel_l2"][T] = rel_l2(snn_predict_float(convert(params, T, K=K), x), exact)
         rep["snn_rel_l2_uncalibrated"][T] = rel_l2(
             snn_predict_int(convert(params, T, False, integer=True), x), exact)

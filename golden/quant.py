@@ -33,8 +33,11 @@ MODEL_FORMAT = "spikeforge-model"
 MODEL_VERSION = 1
 
 
-def quantize_pow2(w, bits: int = 8) -> tuple[np.ndarray, int]:
-    """(w_int, shift) with w ≈ w_int · 2^-shift and |w_int| <= 2^(bits-1) - 1."""
+def quantize_pow2(w, bits: int = 8, max_shift: int | None = None) -> tuple[np.ndarray, int]:
+    """(w_int, shift) with w ≈ w_int · 2^-shift and |w_int| <= 2^(bits-1) - 1.
+
+    `max_shift` caps the shift (fewer effective weight bits) when something sharing the
+    scale, a threshold or bias, would otherwise not fit the membrane width."""
     if not isinstance(bits, int) or bits < 2:
         raise ValueError(f"weight bits must be an integer >= 2, got {bits!r}")
     w = np.asarray(w, dtype=np.float64)
@@ -43,11 +46,27 @@ def quantize_pow2(w, bits: int = 8) -> tuple[np.ndarray, int]:
     hi = (1 << (bits - 1)) - 1
     peak = float(np.abs(w).max()) if w.size else 0.0
     if peak == 0.0:
-        return np.zeros(w.shape, dtype=np.int64), 0
+        return np.zeros(w.shape, dtype=np.int64), 0 if max_shift is None else min(0, max_shift)
     shift = math.floor(math.log2(hi / peak))
+    if max_shift is not None:
+        shift = min(shift, max_shift)
     while np.abs(np.rint(w * 2.0 ** shift)).max() > hi:  # rounding can push the peak over
         shift -= 1
     return np.rint(w * 2.0 ** shift).astype(np.int64), shift
+
+
+def fitting_shift(values, width: int) -> int:
+    """The largest shift s with every round(values · 2^s) inside a signed `width`-bit range:
+    the cap on a layer's scale that keeps its threshold and biases representable."""
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    peak = float(v.max()) if v.size else 0.0
+    if peak == 0.0:
+        return 64
+    hi = signed_range(width)[1]
+    shift = math.floor(math.log2(hi / peak))
+    while np.rint(peak * 2.0 ** shift) > hi:
+        shift -= 1
+    return shift
 
 
 def _to_scale(name: str, value: float, shift: int, width: int) -> int:
@@ -71,43 +90,78 @@ def leak_shift_for_tau(tau) -> int | None:
 
 @dataclass
 class IntLayer:
-    """One integer spiking layer: currents = weights @ spikes + bias, then the LIF."""
+    """One integer layer: currents = weights @ inputs + bias, then the LIF (None: a
+    non-spiking readout whose currents are summed, kind "readout")."""
     name: str
     weights: np.ndarray            # [n_out, n_in] int
-    bias: np.ndarray | None        # [n_out] int or None
-    lif: LIFParams
-    shift: int                     # weights and membrane are in units of 2^-shift
+    bias: np.ndarray | None        # [n_out] int, [tokens, n_out] (per-token) or None
+    lif: LIFParams | None
+    shift: int                     # weights in units of 2^-shift
     weight_bits: int
     bias_bits: int | None = None
     kind: str = "linear"
     extra: dict = field(default_factory=dict)
+    input_shift: int = 0           # inputs in units of 2^-input_shift (e.g. 4-bit pixels)
+
+    @property
+    def membrane_shift(self) -> int:
+        """Currents, bias, threshold and membrane are in units of 2^-membrane_shift."""
+        return self.shift + self.input_shift
 
 
-def quantize_layer(name: str, weight, bias=None, *, theta: float, tau=None, reset="subtract",
-                   v_reset: float = 0.0, decay_input: bool = False, weight_bits: int = 8,
-                   width: int = 16, bias_bits: int | None = None, kind: str = "linear",
-                   signed_spikes: bool = False) -> IntLayer:
+def current_bound(weights, bias=None, input_max: int = 1) -> int:
+    """Largest |current| of `weights @ x + bias` over inputs 0 <= x <= input_max."""
+    w = np.abs(np.asarray(weights, dtype=np.int64))
+    bound = w.sum(axis=1) * int(input_max)
+    if bias is not None:
+        bound = bound + np.abs(np.asarray(bias, dtype=np.int64)).reshape(-1, w.shape[0]).max(0)
+    return int(bound.max()) if bound.size else 0
+
+
+def quantize_layer(name: str, weight, bias=None, *, theta: float | None, tau=None,
+                   reset="subtract", v_reset: float = 0.0, decay_input: bool = False,
+                   weight_bits: int = 8, width: int = 16, bias_bits: int | None = None,
+                   kind: str = "linear", signed_spikes: bool = False, input_shift: int = 0,
+                   input_max: int = 1, fit_width: bool = False) -> IntLayer:
+    """Quantize one float layer (see the module docstring).
+
+    `theta=None` makes a non-spiking readout (no LIF). `bias` may be per output [n_out] or
+    per token and output [tokens, n_out] (a position term). Inputs are integers in units of
+    2^-input_shift, at most `input_max`: the LIF's `current_width` is widened beyond the
+    membrane `width` when Σ|w|·input_max + |b| needs it (the accumulator the hardware
+    must provide). `fit_width=True` lowers the scale (fewer effective weight bits) until
+    threshold and biases fit `width` instead of raising."""
     w = np.asarray(weight, dtype=np.float64)
     if w.ndim != 2:
         raise ValueError(f"{name}: weight must be [n_out, n_in], got shape {w.shape}")
     b = None if bias is None else np.asarray(bias, dtype=np.float64)
-    if b is not None and b.shape != (w.shape[0],):
-        raise ValueError(f"{name}: bias must have shape ({w.shape[0]},), got {b.shape}")
+    if b is not None and (b.ndim not in (1, 2) or b.shape[-1] != w.shape[0]):
+        raise ValueError(f"{name}: bias must have shape ({w.shape[0]},) or (tokens, "
+                         f"{w.shape[0]}), got {b.shape}")
     if decay_input:  # SpikingJelly: the input is divided by τ; fold it into w and b
         if tau is None:
             raise ValueError(f"{name}: decay_input needs tau")
         w, b = w / tau, None if b is None else b / tau
-    w_int, shift = quantize_pow2(w, weight_bits)
-    lif = LIFParams(theta=_to_scale(f"{name}: theta", theta, shift, width),
-                    leak_shift=leak_shift_for_tau(tau), width=width, reset=reset,
-                    v_reset=_to_scale(f"{name}: v_reset", v_reset, shift, width),
-                    signed_spikes=signed_spikes)
-    b_int = None
-    if b is not None:
-        bb = bias_bits or width
-        b_int = np.array([_to_scale(f"{name}: bias[{j}]", x, shift, bb)
-                          for j, x in enumerate(b)], dtype=np.int64)
-    return IntLayer(name, w_int, b_int, lif, shift, weight_bits, bias_bits, kind)
+    bb = bias_bits or width
+    max_shift = None
+    if fit_width:
+        fits = [fitting_shift([theta or 0.0, v_reset], width)]
+        if b is not None:
+            fits.append(fitting_shift(b, bb))
+        max_shift = min(fits) - input_shift
+    w_int, shift = quantize_pow2(w, weight_bits, max_shift)
+    m_shift = shift + input_shift
+    b_int = None if b is None else quantize_to_shift(b, m_shift, bb, name=f"{name}: bias")
+    lif = None
+    if theta is not None:
+        cur = current_bound(w_int, b_int, input_max).bit_length() + 1
+        lif = LIFParams(theta=_to_scale(f"{name}: theta", theta, m_shift, width),
+                        leak_shift=leak_shift_for_tau(tau), width=width, reset=reset,
+                        v_reset=_to_scale(f"{name}: v_reset", v_reset, m_shift, width),
+                        signed_spikes=signed_spikes,
+                        current_width=cur if cur > width else None)
+    return IntLayer(name, w_int, b_int, lif, shift, weight_bits, bias_bits, kind,
+                    input_shift=input_shift)
 
 
 def save_model(path, layers: list[IntLayer], **meta) -> None:
@@ -120,8 +174,10 @@ def save_model(path, layers: list[IntLayer], **meta) -> None:
         if layer.bias is not None:
             arrays[f"{layer.name}.bias"] = layer.bias.astype(np.int32)
         arrays[f"{layer.name}.meta"] = np.array(json.dumps({
-            "shift": layer.shift, "lif": asdict(layer.lif), "weight_bits": layer.weight_bits,
-            "bias_bits": layer.bias_bits, "kind": layer.kind, "extra": layer.extra}))
+            "shift": layer.shift, "input_shift": layer.input_shift,
+            "lif": None if layer.lif is None else asdict(layer.lif),
+            "weight_bits": layer.weight_bits, "bias_bits": layer.bias_bits,
+            "kind": layer.kind, "extra": layer.extra}))
     np.savez_compressed(path, **arrays)
 
 
@@ -149,7 +205,10 @@ def load_model(path) -> tuple[list[IntLayer], dict]:
         for key in (f"{name}.weights", f"{name}.meta"):
             if key not in files:
                 raise ModelFileError(f"{path}: layer {name!r} has no {key!r}")
-        meta = json.loads(files[f"{name}.meta"].item())
+        meta = _json_field(path, files, f"{name}.meta")
+        missing = [k for k in ("shift", "lif", "weight_bits") if k not in meta]
+        if missing:
+            raise ModelFileError(f"{path}: {name}.meta lacks {', '.join(missing)}")
         w = files[f"{name}.weights"].astype(np.int64)
         if w.ndim != 2:
             raise ModelFileError(f"{path}: {name}.weights must be 2-D, got shape {w.shape}")
@@ -159,20 +218,30 @@ def load_model(path) -> tuple[list[IntLayer], dict]:
         bias = files.get(f"{name}.bias")
         if bias is not None:
             bias = bias.astype(np.int64)
-            if bias.shape != (w.shape[0],):
+            if bias.ndim not in (1, 2) or bias.shape[-1] != w.shape[0]:
                 raise ModelFileError(f"{path}: {name}.bias has shape {bias.shape}, "
-                                     f"expected ({w.shape[0]},)")
+                                     f"expected ({w.shape[0]},) or (tokens, {w.shape[0]})")
         try:
-            lif = LIFParams(**meta["lif"])
+            lif = None if meta["lif"] is None else LIFParams(**meta["lif"])
         except (TypeError, ValueError) as e:
             raise ModelFileError(f"{path}: layer {name!r} has invalid LIF parameters: {e}") \
                 from None
         layers.append(IntLayer(name, w, bias, lif, meta["shift"], meta["weight_bits"],
                                meta.get("bias_bits"), meta.get("kind", "linear"),
-                               meta.get("extra", {})))
+                               meta.get("extra", {}), meta.get("input_shift", 0)))
     if not layers:
         raise ModelFileError(f"{path}: the model has no layers")
-    return layers, json.loads(files["meta"].item()) if "meta" in files else {}
+    return layers, _json_field(path, files, "meta") if "meta" in files else {}
+
+
+def _json_field(path, files, key) -> dict:
+    try:
+        value = json.loads(files[key].item())
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{path}: {key} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{path}: {key} must be a JSON object")
+    return value
 
 
 # --- Array helpers and calibrated rounding (used by the spiking PINN, golden/pinn.py) ---------

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from spikeforge.golden.lif import lif_array, lif_float
-from spikeforge.golden.quant import (MODEL_VERSION, ModelFileError, leak_shift_for_tau,
-                                     load_model, quantize_layer, quantize_pow2, save_model)
+from spikeforge.golden.quant import (MODEL_VERSION, ModelFileError, current_bound,
+                                     leak_shift_for_tau, load_model, quantize_layer,
+                                     quantize_pow2, save_model)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
@@ -57,6 +58,40 @@ def test_errors_name_what_is_wrong():
         quantize_layer("fc", np.ones((2, 2)), bias=np.ones(3), theta=1.0)
     with pytest.raises(ValueError, match="NaN"):
         quantize_pow2(np.array([1.0, np.nan]))
+
+
+def test_fit_width_lowers_the_scale_until_threshold_and_bias_fit():
+    w = np.full((2, 2), 0.01)                      # alone it would take shift 13
+    with pytest.raises(ValueError, match="theta"):
+        quantize_layer("fc", w, theta=5.0, width=8)
+    layer = quantize_layer("fc", w, bias=[0.5, -3.0], theta=5.0, width=8, fit_width=True)
+    assert layer.lif.theta <= 127 and np.abs(layer.bias).max() <= 128
+    assert layer.lif.theta == round(5.0 * 2 ** layer.shift) and layer.shift == 4
+
+
+def test_input_shift_scales_threshold_bias_and_current_width():
+    """Inputs in units of 2^-4 (4-bit pixels up to 16): the membrane scale gains 4 bits,
+    and the current width grows when Σ|w|·input_max + |b| exceeds the membrane."""
+    w = np.array([[0.5, -0.5, 0.5]])
+    layer = quantize_layer("emb", w, bias=[[0.25], [0.5]], theta=1.0, input_shift=4,
+                           input_max=16, width=13)
+    assert layer.membrane_shift == layer.shift + 4
+    assert layer.lif.theta == 2 ** layer.membrane_shift
+    assert layer.bias.tolist() == [[2 ** layer.membrane_shift // 4], [2 ** layer.membrane_shift // 2]]
+    bound = current_bound(layer.weights, layer.bias, 16)
+    assert bound == np.abs(layer.weights).sum() * 16 + np.abs(layer.bias).max()
+    assert layer.lif.in_width == bound.bit_length() + 1 > 13
+
+
+def test_readout_layer_has_no_lif_and_round_trips(tmp_path):
+    head = quantize_layer("head", np.eye(3) * 0.3, bias=np.ones(3), theta=None, width=32,
+                          kind="readout")
+    emb = quantize_layer("emb", np.ones((3, 2)), bias=np.ones((4, 3)), theta=1.0, input_shift=2)
+    assert head.lif is None
+    save_model(tmp_path / "m.npz", [emb, head])
+    (e2, h2), _ = load_model(tmp_path / "m.npz")
+    assert h2.lif is None and h2.kind == "readout" and e2.input_shift == 2
+    assert np.array_equal(e2.bias, emb.bias) and e2.bias.shape == (4, 3)
 
 
 def test_model_file_round_trip(tmp_path):
