@@ -7,7 +7,7 @@ BOARD ?= icebreaker
 JOBS ?= 2
 DEPS_STAMP := $(VENV)/.deps-stamp
 
-.PHONY: help setup demo test test-fast bench synth synth-core report train-pinn clean iverilog
+.PHONY: help setup demo test test-fast bench synth synth-core report train train-pinn clean iverilog
 
 help:
 	@echo "make demo   - golden model vs Verilator RTL, then an iCEBreaker bitstream + report"
@@ -16,6 +16,7 @@ help:
 	@echo "make synth BOARD=icebreaker   - bitstream + build/reports/synth-<board>.json"
 	@echo "make synth-core CORE=synapse BOARD=ulx3s - one core in a keep-alive harness"
 	@echo "make report - golden-model and hardware reports -> build/reports/"
+	@echo "make train  - retrain the shipped digits transformers (torch, scikit-learn)"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -58,6 +59,12 @@ synth-core: setup
 
 report: setup
 	$(VENV)/bin/spikeforge report
+
+# Retrain the digits spiking transformers (torch + scikit-learn, ~3 x 3 min, one thread);
+# the float and quantized models ship in golden/data.
+train: setup
+	$(PY) -m pip install -q -e '.[train]'
+	$(PY) -m spikeforge.golden.train_transformer
 
 # Retrain the float PINNs (torch, ~1 min); the weights ship in golden/data.
 train-pinn: setup

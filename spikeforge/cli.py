@@ -3,7 +3,8 @@
     spikeforge demo   [--no-synth]            golden vs RTL on a generated layer, then a board build
     spikeforge sim    [--simulator S] ...     one LIF layer on Verilator or Icarus vs golden
     spikeforge synth  --board B [--target-mhz F]
-    spikeforge report                         collect build/reports/*.json into a Markdown summary
+    spikeforge report [--no-golden]           golden report (accuracy, PINN errors, plots) and
+                                              build/reports/*.json into a Markdown summary
     spikeforge bench                          Fmax/utilization and cycle benchmarks
 Heavy imports happen inside the subcommands so `--help` stays instant.
 """
@@ -97,6 +98,9 @@ def cmd_demo(args) -> int:
 
 def cmd_report(args) -> int:
     REPORTS.mkdir(parents=True, exist_ok=True)
+    if args.golden:
+        from .report import golden_report
+        golden_report(REPORTS, progress=progress)
     rows = []
     for path in sorted(REPORTS.glob("synth-*.json")):
         r = json.loads(path.read_text())
@@ -160,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(lif, lif-p4, synapse, spiking-linear)")
     sp.set_defaults(func=cmd_synth)
 
-    sp = sub.add_parser("report", help="summarize build/reports")
+    sp = sub.add_parser("report", help="golden-model report and build/reports summary")
+    sp.add_argument("--no-golden", dest="golden", action="store_false",
+                    help="only summarize the synthesis reports")
     sp.set_defaults(func=cmd_report)
 
     sp = sub.add_parser("bench", help="benchmarks -> build/reports/bench.{md,json}")
