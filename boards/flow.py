@@ -3,7 +3,8 @@ utilization / Fmax report in build/reports/synth-<board>.json.
 
 Where each number comes from: `fmax_mhz` and the cell counts from nextpnr's `--report`
 JSON (after place and route); `ffs` from Yosys' final `stat` in the synthesis log (nextpnr's
-iCE40 report counts logic cells, which pack a LUT and a flip-flop together).
+iCE40 report counts logic cells, which pack a LUT and a flip-flop together); `tools` from
+the installed pip packages' metadata and the Yosys log.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 from .registry import get_board
@@ -28,6 +30,7 @@ CELLS = {
 
 def _use_yowasp_tools(board, build_dir: Path) -> None:
     """Point amaranth's build scripts at the pip-installed tools, even without an active venv."""
+    board.require_tools()
     bindir = os.path.dirname(sys.executable)
     if bindir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
@@ -63,13 +66,17 @@ def parse_nextpnr_report(report: dict, family: str) -> dict:
     util = report.get("utilization", {})
 
     def used(kind):
+        if family not in CELLS:
+            return None  # no cell mapping for this family yet: see `utilization`
         return util.get(CELLS[family].get(kind, ""), {}).get("used", 0)
 
     out = {"fmax_mhz": round(slowest["achieved"], 2),
            "constraint_mhz": round(slowest["constraint"], 2),
            "timing_met": all(c["achieved"] >= c["constraint"] for c in fmax.values()),
            "luts": used("luts"), "brams": used("brams"), "dsps": used("dsps"),
-           "utilization": {k: v for k, v in util.items() if v.get("used")}}
+           "utilization": {k: v for k, v in util.items() if v.get("used")},
+           "utilization_pct": {k: round(100 * v["used"] / v["available"], 1)
+                               for k, v in util.items() if v.get("used") and v.get("available")}}
     if family == "ice40":
         out["lcs"] = out["luts"]
         out["sprams"] = used("sprams")
@@ -119,6 +126,21 @@ def estimate_xilinx(core: str, build_dir="build", progress=print) -> dict:
     return result
 
 
+def tool_versions(board, synth_log: str = "") -> dict:
+    """Versions of the pip packages that provide the board's tools (and of amaranth), plus the
+    Yosys version line of the synthesis log."""
+    versions = {}
+    for pkg in ("amaranth", "amaranth-boards", *board.pip_packages):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    m = re.search(r"^Yosys (\d[^ ]*)", synth_log, re.M)
+    if m:
+        versions["yosys"] = m.group(1)
+    return versions
+
+
 def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir="build",
                 name="top", progress=print, report_name=None, core=None) -> dict:
     """Build `top` (default: the LIFArray self test; with `core`, that core in the harness)
@@ -129,7 +151,8 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
             raise ValueError("arty_a7 is an estimate only: give a core (--core lif, ...)")
         return estimate_xilinx(core, build_dir=build_dir, progress=progress)
     target = target_mhz or spec.default_target_mhz
-    pll = (spec.osc_mhz, target) if spec.family == "ice40" else None
+    pll = (spec.osc_mhz, target) if spec.family in ("ice40", "ecp5") else None
+    user_top = top is not None and core is None
     if core is not None:
         from .harness import CORES, CoreHarness
         if core not in CORES:
@@ -147,7 +170,8 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
     progress(f"{board}: synthesis, place and route for {spec.device} at {target} MHz "
              f"(yowasp tools; about a minute)")
     t0 = time.monotonic()
-    platform = spec.make_platform(target)
+    # A top of the caller's has no PLL of ours: constrain its oscillator at the target.
+    platform = spec.make_platform(target, retime=user_top or pll is None)
     platform.build(top, name=name, build_dir=str(out_dir), do_program=False,
                    # relative: the build runs in out_dir, and yowasp's sandboxed tools may not
                    # see absolute paths outside it
@@ -157,10 +181,11 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
                       if (out_dir / f"{name}.{ext}").is_file()), None)
     if bitstream is None or bitstream.stat().st_size == 0:
         raise RuntimeError(f"{board}: the build produced no bitstream in {out_dir}")
+    synth_log = (out_dir / f"{name}.rpt").read_text()
     result = {"board": board, "device": spec.device, "family": spec.family,
               "target_mhz": target,
               **parse_nextpnr_report(json.loads(report_path.read_text()), spec.family),
-              "ffs": count_flip_flops((out_dir / f"{name}.rpt").read_text()),
+              "ffs": count_flip_flops(synth_log), "tools": tool_versions(spec, synth_log),
               "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
               "elapsed_s": round(elapsed, 1),
               "top": f"{type(top.core).__name__} ({core})" if core else type(top).__name__}
@@ -178,10 +203,17 @@ def format_report_table(r: dict) -> str:
             f"{'met' if r['timing_met'] else 'NOT met'})")
     bitstream = (f"{r['bitstream']} ({r['bitstream_bytes']} bytes)" if "bitstream" in r
                  else "none")
+    pct = r.get("utilization_pct", {})
+    luts = r["luts"] if r["luts"] is not None else "n/a"
+    lut_cell = CELLS.get(r.get("family"), {}).get("luts")
+    if lut_cell in pct:
+        luts = f"{luts} ({pct[lut_cell]} % of the device)"
+    tools = ", ".join(f"{k} {v}" for k, v in r.get("tools", {}).items()
+                      if k == "yosys" or k.startswith("yowasp-nextpnr")) or "?"
     rows = [("board", r["board"]), ("device", r["device"]), ("design", r.get("top", "")),
-            ("Fmax", fmax), ("logic cells / LUTs", r["luts"]), ("flip-flops", r["ffs"]),
+            ("Fmax", fmax), ("logic cells / LUTs", luts), ("flip-flops", r["ffs"]),
             ("block RAMs", r["brams"]), ("DSPs", r["dsps"]), ("bitstream", bitstream),
-            ("build time", f"{r['elapsed_s']} s")]
+            ("build time", f"{r['elapsed_s']} s"), ("tools", tools)]
     width = max(len(k) for k, _ in rows)
     line = "+" + "-" * (width + 2) + "+" + "-" * 62 + "+"
     body = [f"| {k:<{width}} | {str(v):<60} |" for k, v in rows]

@@ -3,9 +3,10 @@
 An on-chip LFSR makes the input currents (one UPDATE beat per cycle, groups in order,
 timestep-major); every output beat (spikes and membranes) is folded into a 32-bit checksum.
 After `timesteps` timesteps the checksum is compared with the one `expected_checksum`
-computes from the golden model: green LED = pass, red = fail, and the running checksum
-blinks on the spare LEDs meanwhile. On a board the clock comes from the iCE40 PLL at the
-target frequency, so the board really runs at the clock the report is constrained to.
+computes from the golden model: green LED = pass, red = fail; the green LED blinks while
+the test runs. On a board the clock comes from the FPGA's PLL at the target frequency
+(iCE40 SB_PLL40, ECP5 EHXPLLL), so the board really runs at the clock the report is
+constrained to.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class LIFSelfTest(Elaboratable):
         self.params = LIFParams(theta=theta, leak_shift=leak_shift, width=width, reset=reset,
                                 current_width=max(width, CURRENT_BITS))
         self.n, self.timesteps = n, timesteps
-        self.pll = pll  # (f_in_mhz, f_out_mhz) on iCE40 boards; None: platform clock
+        self.pll = pll  # (f_in_mhz, f_out_mhz) on iCE40 / ECP5 boards; None: platform clock
         self.expected = expected_checksum(n, timesteps, self.params)
         self.done = Signal()
         self.passed = Signal()
@@ -140,27 +141,80 @@ def request_leds(platform, count):
     return [io.Buffer("o", platform.request(n, k, dir="-")) for n, k in pins[:count]]
 
 
+def ecp5_pll_config(f_in_mhz: float, f_out_mhz: float) -> dict:
+    """CLKI_DIV/CLKFB_DIV/CLKOP_DIV/CLKOP_CPHASE for EHXPLLL with CLKOP feedback, as Project
+    Trellis' ecppll computes them: f_pfd = f_in / CLKI_DIV in [3.125, 400], f_vco = f_pfd *
+    CLKFB_DIV * CLKOP_DIV in [400, 800], f_out = f_vco / CLKOP_DIV; ties go to the f_vco
+    nearest 600; CLKOP_CPHASE is half an output period in VCO cycles (ecppll's 180 degrees)."""
+    best = None
+    for clki in range(1, 129):
+        f_pfd = f_in_mhz / clki
+        if not 3.125 <= f_pfd <= 400:
+            continue
+        for clkfb in range(1, 81):
+            for clkop in range(1, 129):
+                f_vco = f_pfd * clkfb * clkop
+                if not 400 <= f_vco <= 800:
+                    continue
+                key = (abs(f_vco / clkop - f_out_mhz), abs(f_vco - 600))
+                if best is None or key < best[0]:
+                    best = (key, dict(CLKI_DIV=clki, CLKFB_DIV=clkfb, CLKOP_DIV=clkop,
+                                      CLKOP_CPHASE=clkop // 2, f_out_mhz=f_vco / clkop))
+    if best is None:
+        raise ValueError(f"no ECP5 PLL setting makes {f_out_mhz} MHz from {f_in_mhz} MHz")
+    return best[1]
+
+
 def add_pll_domain(m, platform, f_in_mhz, f_out_mhz):
-    """The `sync` domain from the iCE40 PLL at `f_out_mhz`, held in reset until the PLL locks
-    and 2^8 cycles more (BRAM contents are unusable for ~3 us after configuration). nextpnr
-    derives the PLL output constraint from the oscillator pin's."""
-    cfg = ice40_pll_config(f_in_mhz, f_out_mhz)
+    """The `sync` domain from the FPGA's PLL at `f_out_mhz`; nextpnr derives the PLL output
+    constraint from the oscillator pin's. Returns the PLL settings (with the exact `f_out_mhz`).
+
+    iCE40 (SB_PLL40_PAD): held in a registered synchronous reset until the PLL locks and 2^8
+    cycles more (BRAM contents are unusable for ~3 us after configuration). ECP5 (EHXPLLL): as
+    amaranth's own ECP5 clocking, a reset-less domain reset through the global set/reset
+    (SGSR) from a two-flop synchronizer of the lock signal, so reset costs no LUTs."""
+    from amaranth.vendor import LatticeECP5Platform, SiliconBluePlatform
     clk_pin = platform.request(platform.default_clk, dir="-")
     pll_clk, locked = Signal(), Signal(name="pll_locked")
-    m.submodules.pll = Instance(
-        "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
-        p_DIVR=cfg["DIVR"], p_DIVF=cfg["DIVF"], p_DIVQ=cfg["DIVQ"],
-        p_FILTER_RANGE=cfg["FILTER_RANGE"],
-        i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
-        o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
-    m.domains.sync = ClockDomain("sync")
-    m.domains.por = ClockDomain("por", reset_less=True)
-    por_count = Signal(8)
-    in_reset = Signal(init=1)  # a register: the reset net fans out to the whole design
-    m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
-    with m.If(~locked):
-        m.d.por += por_count.eq(0)
-    with m.Elif(~por_count.all()):
-        m.d.por += por_count.eq(por_count + 1)
-    m.d.por += in_reset.eq(~por_count.all())
-    m.d.comb += ResetSignal("sync").eq(in_reset)
+    if isinstance(platform, SiliconBluePlatform):
+        cfg = ice40_pll_config(f_in_mhz, f_out_mhz)
+        m.submodules.pll = Instance(
+            "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=cfg["DIVR"], p_DIVF=cfg["DIVF"], p_DIVQ=cfg["DIVQ"],
+            p_FILTER_RANGE=cfg["FILTER_RANGE"],
+            i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
+        m.domains.sync = ClockDomain("sync")
+        m.domains.por = ClockDomain("por", reset_less=True)
+        por_count = Signal(8)
+        in_reset = Signal(init=1)  # a register: the reset net fans out to the whole design
+        m.d.comb += [ClockSignal("sync").eq(pll_clk), ClockSignal("por").eq(pll_clk)]
+        with m.If(~locked):
+            m.d.por += por_count.eq(0)
+        with m.Elif(~por_count.all()):
+            m.d.por += por_count.eq(por_count + 1)
+        m.d.por += in_reset.eq(~por_count.all())
+        m.d.comb += ResetSignal("sync").eq(in_reset)
+    elif isinstance(platform, LatticeECP5Platform):
+        cfg = ecp5_pll_config(f_in_mhz, f_out_mhz)
+        m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
+        m.submodules.pll = Instance(
+            "EHXPLLL", p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED",
+            p_STDBY_ENABLE="DISABLED", p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKOP_ENABLE="ENABLED", p_CLKI_DIV=cfg["CLKI_DIV"], p_CLKFB_DIV=cfg["CLKFB_DIV"],
+            p_CLKOP_DIV=cfg["CLKOP_DIV"], p_CLKOP_CPHASE=cfg["CLKOP_CPHASE"], p_CLKOP_FPHASE=0,
+            p_FEEDBK_PATH="CLKOP",
+            i_CLKI=clk_buf.i, i_CLKFB=pll_clk, i_RST=0, i_STDBY=0, i_PHASESEL0=0,
+            i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0,
+            i_ENCLKOP=0, o_CLKOP=pll_clk, o_LOCK=locked)
+        gsr0, gsr1 = Signal(), Signal()
+        m.submodules.gsr = Instance("SGSR", i_CLK=pll_clk, i_GSR=gsr1)  # GSR low: reset
+        m.submodules.gsr_sync0 = Instance("FD1S3AX", p_GSR="DISABLED", i_CK=pll_clk,
+                                          i_D=locked, o_Q=gsr0)
+        m.submodules.gsr_sync1 = Instance("FD1S3AX", p_GSR="DISABLED", i_CK=pll_clk,
+                                          i_D=gsr0, o_Q=gsr1)
+        m.domains.sync = ClockDomain("sync", reset_less=True)
+        m.d.comb += ClockSignal("sync").eq(pll_clk)
+    else:
+        raise ValueError(f"no PLL wrapper for {type(platform).__name__}")
+    return cfg

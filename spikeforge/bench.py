@@ -80,8 +80,12 @@ def bench_synth(progress) -> list[dict]:
     from .boards.flow import synth_board
     from .boards.harness import CORES
     from .boards.registry import BOARDS
-    builds = [(board, None) for board, spec in BOARDS.items() if spec.family != "xc7"]
-    builds += [(board, core) for core in CORES for board in BOARDS]
+    boards = {board: spec for board, spec in BOARDS.items() if not spec.missing_tools()}
+    for board in BOARDS.keys() - boards.keys():
+        progress(f"{board}: skipped, its tools are not installed "
+                 f"(pip install {' '.join(BOARDS[board].pip_packages)})")
+    builds = [(board, None) for board, spec in boards.items() if spec.family != "xc7"]
+    builds += [(board, core) for core in CORES for board in boards]
     reports = []
     for board, core in builds:
         try:

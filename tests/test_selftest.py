@@ -3,8 +3,8 @@ golden model predicts (and a wrong prediction must be caught)."""
 
 import pytest
 
-from spikeforge.boards.selftest import (LIFSelfTest, expected_checksum, ice40_pll_config,
-                                        lfsr_currents)
+from spikeforge.boards.selftest import (LIFSelfTest, ecp5_pll_config, expected_checksum,
+                                        ice40_pll_config, lfsr_currents)
 from spikeforge.sim.amaranth_runs import run_testbenches
 
 
@@ -50,3 +50,12 @@ def test_ice40_pll_config(f_out):
     f = 12 * (cfg["DIVF"] + 1) / ((cfg["DIVR"] + 1) * 2 ** cfg["DIVQ"])
     assert abs(f - f_out) < 1 and f == cfg["f_out_mhz"]
     assert 533 <= 12 / (cfg["DIVR"] + 1) * (cfg["DIVF"] + 1) <= 1066
+
+
+# What Project Trellis' `ecppll -i 25 -o F` prints (CLKI_DIV, CLKFB_DIV, CLKOP_DIV, CPHASE, MHz)
+@pytest.mark.parametrize("f_out, expected", [
+    (120, (5, 24, 5, 2, 120.0)), (200, (1, 8, 3, 1, 200.0)), (48, (8, 15, 13, 6, 46.875))])
+def test_ecp5_pll_config_matches_ecppll(f_out, expected):
+    cfg = ecp5_pll_config(25, f_out)
+    assert (cfg["CLKI_DIV"], cfg["CLKFB_DIV"], cfg["CLKOP_DIV"], cfg["CLKOP_CPHASE"],
+            cfg["f_out_mhz"]) == expected
