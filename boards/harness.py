@@ -10,6 +10,7 @@ adds one LFSR, one register per output bit and an xor tree; the report names the
 from amaranth import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
+from ..rtl.attention_core import AttentionCore
 from ..rtl.lif_array import LIFArray
 from ..rtl.spiking_linear import SpikingLinear
 from ..rtl.synapse_engine import SynapseEngine
@@ -22,6 +23,8 @@ CORES = {
     "synapse": lambda: SynapseEngine(n_in=64, n_out=64, lanes=4, timesteps=4),
     "spiking-linear": lambda: SpikingLinear(n_in=64, n_out=64, lanes=4, timesteps=4,
                                             bias_width=8, leak_shift=4, theta=1500),
+    # One head of the digits transformer: 8 tokens, 16 channels, T = 4, STAtten up to B = 4.
+    "attention": lambda: AttentionCore(n=8, d=16, timesteps=4, lanes=4, theta=8),
 }
 
 

@@ -110,3 +110,63 @@ def event_beats(spikes) -> list[tuple[int, int]]:
     if not events or events[-1][0] != n_in - 1:
         events.append((n_in - 1, 0))
     return events
+
+
+def run_attention_core(dut, inferences, *, configs=None, gap=0.0, stall=0.0, seed=0,
+                       timeout=100_000):
+    """Each inference is (q, k, v) binary [T, N, D] arrays; `configs` (one per inference,
+    or None) are dicts of `cfg` / `lif_cfg` fields written before it. Returns the output beats
+    (kind, index, spikes, membranes) per inference and the counters at the end."""
+    from ..rtl.attention_core import AttnMode
+    rng = random.Random(seed)
+    results, counters = [], {}
+    configs = configs or [None] * len(inferences)
+    n_out = [None] * len(inferences)
+    mode = dut.mode
+
+    async def source(ctx):
+        nonlocal mode
+        for k, ((q, k_, v), cfg) in enumerate(zip(inferences, configs)):
+            if cfg is not None:
+                while ctx.get(dut.busy):
+                    await ctx.tick()
+                for port in (dut.cfg, dut.lif_cfg):   # lif_cfg: theta, leak_en, leak_shift
+                    fields = {name: value for name, value in cfg.items()
+                              if name in port.signature.members}
+                    if fields:
+                        for name, value in fields.items():
+                            target = getattr(port, name)
+                            if type(value) is int and hasattr(target, "as_value"):
+                                target = target.as_value()    # raw bits, e.g. a bad enum
+                            ctx.set(target, value)
+                        ctx.set(port.we, 1)
+                        await ctx.tick()
+                        ctx.set(port.we, 0)
+                if "mode" in cfg:
+                    mode = "sdsa" if cfg["mode"] == AttnMode.SDSA else "ssa"
+            n_out[k] = dut.outputs_per_inference(mode)
+            for t in range(q.shape[0]):
+                for i in range(q.shape[1]):
+                    bits = [int(sum(int(b) << c for c, b in enumerate(x[t, i])))
+                            for x in (q, k_, v)]
+                    await stream_put(ctx, dut.i, dict(zip("qkv", bits)), rng, gap)
+
+    async def sink(ctx):
+        for k in range(len(inferences)):
+            while n_out[k] is None:
+                await ctx.tick()
+            beats = []
+            for _ in range(n_out[k]):
+                payload, _ = await stream_get(ctx, dut.o, rng, stall, timeout)
+                beats.append((payload.kind, int(payload.index),
+                              [int(s) for s in payload.spikes],
+                              [int(x) for x in payload.membrane]))
+            results.append(beats)
+        for _ in range(3):
+            await ctx.tick()
+        counters.update({name: ctx.get(getattr(dut, name)) for name in
+                         ("busy_cycles", "events", "skipped", "ops", "sat_count",
+                          "cfg_error", "busy")})
+
+    run_testbenches(dut, source, sink)
+    return results, counters

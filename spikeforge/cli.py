@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--target-mhz", type=float, default=None)
     sp.add_argument("--core", default=None,
                     help="build one core in a keep-alive harness instead of the self test "
-                         "(lif, lif-p4, synapse, spiking-linear)")
+                         "(lif, lif-p4, synapse, spiking-linear, attention)")
     sp.set_defaults(func=cmd_synth)
 
     sp = sub.add_parser("report", help="golden-model report and build/reports summary")

@@ -1,0 +1,107 @@
+"""Golden view of the RTL `AttentionCore` (rtl/attention_core.py): the output beats it must
+produce (from `golden.attention`, the arithmetic spec) and its ideal cycle count.
+
+`attention_core_outputs` lists, per inference, the `o` beats in order: per timestep t,
+SSA/STAtten: (ATTN, token·G + g, spikes, membranes) for every token and lane group g
+(G = D / lanes); SDSA: first the mask neurons' (MASK, g, ...) beats, then (GATED, token·G + g,
+spikes, zeros). Kinds are the strings "attn", "mask", "gated".
+
+`attention_core_cycles` is the ideal bound the benches compare the busy-cycle counter with:
+loading (one token row a cycle), then per block the accumulate ops the chosen order needs on
+the *stored* key rows only (c = key rows that are not silent, at least one op when c = 0),
+where a finished row also needs G serializer beats:
+  qk_v : B·N rows × max(c, G) ops
+  q_kv : D·c (the KV matrix) + B·N rows × D ops
+  sdsa : c (column sum) + the mask LIF's latency (its G beats overlap it) + N rows × G
+         beats (gating)
+plus fixed pipeline fill: PIPE cycles per phase barrier, LIF_LATENCY from the last row to its
+output, and the LIF reset (N·G LOAD beats, hidden behind the loading of the first block when
+N·G <= B·N).
+"""
+
+from __future__ import annotations
+
+from .attention import _check_block, _spike_tensors, cheaper_order, sdsa, statten
+from .lif import LIFParams
+
+PIPE = 4          # op issue -> accumulator -> serializer
+LIF_LATENCY = 6   # serializer beat -> LIF output register (skid, A, B, S, C, D)
+
+
+def _useful_rows(q, k, v, mode, variant):
+    if mode == "sdsa":
+        prod = (k & v) if variant == "reference" else (q & k)
+        return prod.any(axis=-1)
+    return k.any(axis=-1) & v.any(axis=-1)
+
+
+def attention_core_outputs(q, k, v, lif: LIFParams, *, mode: str = "ssa", block: int = 1,
+                           variant: str = "reference", lanes: int | None = None):
+    """The `o` beats of one inference: [(kind, index, spikes[lanes], membranes[lanes])]."""
+    q, k, v = _spike_tensors(q, k, v)
+    if q.ndim != 3:
+        raise ValueError(f"q, k, v must be [T, N, D] for one inference, got {q.shape}")
+    T, N, D = q.shape
+    P = D if lanes is None else lanes
+    if P < 1 or D % P:
+        raise ValueError(f"lanes={lanes!r} must divide D={D}")
+    G = D // P
+    beats = []
+    if mode == "sdsa":
+        res = sdsa(q, k, v, lif, variant=variant, record_membranes=True)
+        for t in range(T):
+            mask, vm = res.lif.spikes[t], res.lif.membranes[t]
+            beats += [("mask", g, mask[g * P:(g + 1) * P].tolist(),
+                       vm[g * P:(g + 1) * P].tolist()) for g in range(G)]
+            beats += [("gated", i * G + g, res.spikes[t, i, g * P:(g + 1) * P].tolist(),
+                       [0] * P) for i in range(N) for g in range(G)]
+        return beats
+    if mode not in ("ssa", "statten"):
+        raise ValueError(f"mode must be 'ssa', 'statten' or 'sdsa', got {mode!r}")
+    res = statten(q, k, v, lif, block=block if mode == "statten" else 1, record_membranes=True)
+    for t in range(T):
+        beats += [("attn", i * G + g, res.spikes[t, i, g * P:(g + 1) * P].tolist(),
+                   res.lif.membranes[t, i, g * P:(g + 1) * P].tolist())
+                  for i in range(N) for g in range(G)]
+    return beats
+
+
+def _schedule(q, k, v, mode, block, variant, order):
+    """(N, D, B, order, useful [T, N], stored key rows per block, at least 1)."""
+    q, k, v = _spike_tensors(q, k, v)
+    T, N, D = q.shape[-3:]
+    B = block if mode == "statten" else 1
+    _check_block(B, T)
+    if order is None:
+        order = cheaper_order(N, D, B)
+    useful = _useful_rows(q, k, v, mode, variant)
+    stored = [max(int(useful[t0:t0 + B].sum()), 1) for t0 in range(0, T, B)]
+    return N, D, B, order, useful, stored
+
+
+def attention_core_cycles(q, k, v, *, mode: str = "ssa", block: int = 1,
+                          variant: str = "reference", order: str | None = None,
+                          lanes: int | None = None) -> int:
+    """Ideal cycles of one inference (first row in to last beat out), see the docstring."""
+    N, D, B, order, _, stored = _schedule(q, k, v, mode, block, variant, order)
+    G = D // (D if lanes is None else lanes)
+    cycles = max(0, N * G - B * N)                             # LIF reset not hidden
+    for c in stored:
+        cycles += B * N                                        # load
+        if mode == "sdsa":
+            cycles += c + PIPE + LIF_LATENCY + N * G + PIPE
+        elif order == "qk_v":
+            cycles += B * N * max(c, G) + PIPE
+        else:
+            cycles += D * c + PIPE + B * N * D + PIPE
+    return int(cycles + LIF_LATENCY)
+
+
+def attention_core_ops(q, k, v, *, mode: str = "ssa", block: int = 1,
+                       variant: str = "reference", order: str | None = None) -> dict:
+    """Accumulate ops the core issues (its `ops` counter) and the key rows it stores
+    (`events`) and drops (`skipped`) for one inference."""
+    N, D, B, order, useful, stored = _schedule(q, k, v, mode, block, variant, order)
+    ops = sum(c + N if mode == "sdsa" else B * N * c if order == "qk_v"
+              else D * c + B * N * D for c in stored)
+    return {"ops": ops, "events": int(useful.sum()), "skipped": int((~useful).sum())}

@@ -1,0 +1,419 @@
+"""AttentionCore: spiking self-attention (design.md §5) on binary Q, K, V tiles, bit-exact
+with `spikeforge.golden.attention` (`ssa`, `statten`, `sdsa`); cycle model in
+`spikeforge.golden.attention_cycles`.
+
+Input `i`: one token row {q, k, v} (D bits each) per beat, timestep-major, T·N beats per
+inference. A block of B timesteps (B = 1 for SSA and SDSA) is loaded, then computed:
+  - every token row is stored in `qmem` ({q, v}); only the *useful* key rows (SSA/STAtten:
+    k != 0 and v != 0; SDSA: the AND product != 0) are kept, compacted, in `kmem` — silent
+    key rows are dropped on arrival and cost no compute cycle (counted as `skipped`);
+  - one op per cycle feeds a D-lane accumulator (AND + popcount adders, no multiplier):
+      qk_v  (Q Kᵀ) V : per query row, per stored key row j: acc += popcount(q & k_j) · v_j
+      q_kv  Q (Kᵀ V) : KV[a] = Σ_j k_j[a] · v_j (D rows to `kvmem`), then per query row,
+                       per channel a: acc += q[a] · KV[a]
+      sdsa           : acc += product_j over stored rows -> mask LIF; then Q (reference) or
+                       V (paper) AND mask, per token row;
+    the order is `order` if forced, else qk_v iff B·N <= D (golden `cheaper_order`);
+  - finished rows go, `lanes` (P) values a beat, to a LIFArray of N·D neurons (SDSA: the D
+    mask neurons are groups 0..D/P-1), whose state is zeroed by LOAD beats at the start of an
+    inference (the golden LIF starts at v = 0).
+Output `o`: P-lane beats {kind, index (neuron group), spikes, membrane}: ATTN (the LIF's
+update of attention neurons), MASK (SDSA mask neurons), GATED (SDSA output spikes; membrane 0).
+Mode, block, SDSA variant and order are set at run time through `cfg` between inferences
+(a bad value or a write during an inference sets `cfg_error` and is ignored); θ and the leak
+through `lif_cfg`. Not double-buffered: a block's rows are loaded, then computed.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
+
+from ..golden.attention import MODES, ORDERS, SDSA_VARIANTS
+from .lif_array import LIFArray, LIFOp, config_signature
+
+
+class AttnMode(enum.Enum, shape=2):
+    SSA = 0
+    STATTEN = 1
+    SDSA = 2
+
+
+class AttnOrder(enum.Enum, shape=2):
+    AUTO = 0
+    QK_V = 1
+    Q_KV = 2
+
+
+class SDSAVariant(enum.Enum, shape=1):
+    REFERENCE = 0
+    PAPER = 1
+
+
+class OutKind(enum.Enum, shape=2):
+    ATTN = 0
+    MASK = 1
+    GATED = 2
+
+
+class _Op(enum.Enum, shape=3):
+    QK = 0      # qk_v: popcount(q & k_j) into the lanes where v_j is set
+    KVB = 1     # q_kv build: k_j[a] into the lanes where v_j is set, row a -> kvmem
+    QKV = 2     # q_kv rows: KV[a] into every lane if q[a]
+    COL = 3     # sdsa column sum of the stored AND products
+    GATE = 4    # sdsa output row: (q or v) AND mask
+
+
+MODE_OF = dict(zip(MODES, (AttnMode.SSA, AttnMode.STATTEN, AttnMode.SDSA)))
+ORDER_OF = {None: AttnOrder.AUTO, "qk_v": AttnOrder.QK_V, "q_kv": AttnOrder.Q_KV}
+VARIANT_OF = dict(zip(SDSA_VARIANTS, (SDSAVariant.REFERENCE, SDSAVariant.PAPER)))
+
+
+def attention_config_signature(max_block: int) -> wiring.Signature:
+    return wiring.Signature({
+        "we": Out(1),
+        "mode": Out(AttnMode),
+        "block": Out(range(max_block + 1)),
+        "variant": Out(SDSAVariant),
+        "order": Out(AttnOrder),
+    })
+
+
+def popcount(bits):
+    """Balanced adder tree over the bits of a value."""
+    terms = [bits[b] for b in range(len(bits))]
+    while len(terms) > 1:
+        terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
+                 for k in range(0, len(terms), 2)]
+    return terms[0]
+
+
+class AttentionCore(wiring.Component):
+    def __init__(self, *, n, d, timesteps=4, max_block=None, lanes=None, width=16,
+                 leak_shift=None, theta, reset="subtract", v_reset=0, mode="ssa", block=1,
+                 variant="reference", order=None):
+        for name, value in (("n", n), ("d", d), ("timesteps", timesteps)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        max_block = timesteps if max_block is None else max_block
+        lanes = d if lanes is None else lanes
+        if not isinstance(max_block, int) or not 1 <= max_block <= timesteps:
+            raise ValueError(f"max_block must be an integer in [1, timesteps={timesteps}], "
+                             f"got {max_block!r}")
+        if not isinstance(lanes, int) or lanes < 1 or d % lanes:
+            raise ValueError(f"lanes (P={lanes!r}) must be a positive divisor of d (D={d})")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if variant not in SDSA_VARIANTS:
+            raise ValueError(f"variant must be one of {SDSA_VARIANTS}, got {variant!r}")
+        if order is not None and order not in ORDERS:
+            raise ValueError(f"order must be None or one of {ORDERS}, got {order!r}")
+        if mode != "statten":
+            block = 1
+        if not isinstance(block, int) or not 1 <= block <= max_block or timesteps % block:
+            raise ValueError(f"block must divide timesteps={timesteps} and be in "
+                             f"[1, max_block={max_block}], got {block!r}")
+        self.n, self.d, self.timesteps, self.max_block = n, d, timesteps, max_block
+        self.lanes, self.groups = lanes, d // lanes
+        self.mode, self.block, self.variant, self.order = mode, block, variant, order
+        # Widths: the largest pre-LIF value is max_block·N·D (STAtten); KV entries <= B·N.
+        self.acc_width = bits_for(max_block * n * d)
+        self.kv_width = bits_for(max_block * n)
+        self.lif = LIFArray(n=n * d, lanes=lanes, width=width,
+                            current_width=self.acc_width + 1, leak_shift=leak_shift,
+                            theta=theta, reset=reset, v_reset=v_reset)
+        self.width = width
+
+        self.i_layout = data.StructLayout({"q": unsigned(d), "k": unsigned(d),
+                                           "v": unsigned(d)})
+        self.o_layout = data.StructLayout({
+            "kind": OutKind, "index": unsigned(self.lif.index_width),
+            "spikes": data.ArrayLayout(unsigned(1), lanes),
+            "membrane": data.ArrayLayout(signed(width), lanes)})
+        super().__init__({
+            "i": In(stream.Signature(self.i_layout)),
+            "o": Out(stream.Signature(self.o_layout)),
+            "cfg": In(attention_config_signature(max_block)),
+            "lif_cfg": In(config_signature(width)),
+            "busy": Out(1),
+            "cfg_error": Out(1),
+            "busy_cycles": Out(32),
+            "events": Out(32),       # key rows stored (useful)
+            "skipped": Out(32),      # key rows dropped on arrival (silent)
+            "ops": Out(32),          # accumulate ops issued
+            "saturated": Out(1),
+            "sat_count": Out(32),
+            "clear_counters": In(1),
+        })
+
+    def outputs_per_inference(self, mode: str) -> int:
+        """o beats of one inference (the bench and the driver count them)."""
+        per_t = self.n * self.groups + (self.groups if mode == "sdsa" else 0)
+        return self.timesteps * per_t
+
+    def elaborate(self, platform):
+        m = Module()
+        N, D, T, P, G = self.n, self.d, self.timesteps, self.lanes, self.groups
+        rows_max = self.max_block * N
+        m.submodules.lif = lif = self.lif
+
+        qrow = data.StructLayout({"q": unsigned(D), "v": unsigned(D)})
+        krow = data.StructLayout({"k": unsigned(D), "v": unsigned(D)})
+        kvrow = data.ArrayLayout(unsigned(self.kv_width), D)
+        m.submodules.qmem = qmem = Memory(shape=qrow, depth=rows_max, init=[])
+        m.submodules.kmem = kmem = Memory(shape=krow, depth=rows_max, init=[])
+        m.submodules.kvmem = kvmem = Memory(shape=kvrow, depth=D, init=[])
+        q_rd, q_wr = qmem.read_port(), qmem.write_port()
+        k_rd, k_wr = kmem.read_port(), kmem.write_port()
+        kv_rd, kv_wr = kvmem.read_port(), kvmem.write_port()
+
+        # --- run-time configuration (applied between inferences only) ---
+        mode = Signal(AttnMode, init=MODE_OF[self.mode])
+        block = Signal(range(self.max_block + 1), init=self.block)
+        variant = Signal(SDSAVariant, init=VARIANT_OF[self.variant])
+        forced = Signal(AttnOrder, init=ORDER_OF[self.order])
+        use_q_kv = Signal()
+        m.d.comb += use_q_kv.eq(Mux(forced == AttnOrder.AUTO, block * N > D,
+                                    forced == AttnOrder.Q_KV))
+        is_sdsa = mode == AttnMode.SDSA
+        active = Signal()            # an inference is in flight (first row .. last output)
+        cfg_ok = Signal()
+        block_ok = Cat(self.cfg.block == b for b in range(1, self.max_block + 1)
+                       if T % b == 0).any()
+        m.d.comb += cfg_ok.eq(~active & (self.cfg.mode.as_value() != 3) & (self.cfg.order.as_value() != 3) &
+                              ((self.cfg.mode != AttnMode.STATTEN) | block_ok))
+        with m.If(self.cfg.we):
+            with m.If(cfg_ok):
+                m.d.sync += [mode.eq(self.cfg.mode), variant.eq(self.cfg.variant),
+                             forced.eq(self.cfg.order),
+                             block.eq(Mux(self.cfg.mode == AttnMode.STATTEN, self.cfg.block, 1))]
+            with m.Else():
+                m.d.sync += self.cfg_error.eq(1)
+        wiring.connect(m, wiring.flipped(self.lif_cfg), lif.cfg)
+
+        # --- pipeline registers: S1 (memory data out), S2 (data registered), S3 (addends) ---
+        op_layout = data.StructLayout({"op": _Op, "first": 1, "last": 1, "zero": 1,
+                                       "a": unsigned(max(1, ceil_log2(D))),
+                                       "base": unsigned(lif.index_width)})
+        s1_valid, s1 = Signal(), Signal(op_layout)
+        s2_valid, s2 = Signal(), Signal(op_layout)
+        s2_q, s2_k = Signal(qrow), Signal(krow)
+        s2_kv = Signal(kvrow)
+        s3_valid, s3 = Signal(), Signal(op_layout)
+        addend_layout = data.ArrayLayout(unsigned(self.acc_width), D)
+        s3_add = Signal(addend_layout)
+        acc = Signal(addend_layout)
+        pipe_empty = ~s1_valid & ~s2_valid & ~s3_valid
+
+        # Serializer: one finished row, emitted P lanes a beat to the LIF (or to `o`).
+        e_valid, e_row = Signal(), Signal(addend_layout)
+        e_g, e_base = Signal(range(G)), Signal(lif.index_width)
+        e_to_o, e_mask = Signal(), Signal()   # GATE rows go to `o`; mask rows are SDSA's
+        e_sink_ready = Mux(e_to_o, self.o.ready, lif.i.ready)
+        e_take = e_valid & e_sink_ready       # a beat leaves the serializer
+        can_push = ~e_valid | (e_take & (e_g == G - 1))
+        to_serializer = s3_valid & s3.last & (s3.op != _Op.KVB)
+        advance = ~to_serializer | can_push
+
+        # --- generator: loops over (outer, inner), one op per advancing cycle ---
+        count = Signal(range(rows_max + 1))     # useful key rows of this block
+        count_m1 = Signal(range(rows_max))      # max(count, 1) - 1: a silent block still
+        m.d.comb += count_m1.eq(Mux(count == 0, 0, count - 1))  # costs one (zero) op
+        outer, outer_last = Signal(range(max(rows_max, D))), Signal(range(max(rows_max, D)))
+        inner, inner_last = Signal(range(max(rows_max, D))), Signal(range(max(rows_max, D)))
+        row_base = Signal(lif.index_width)      # token * G of the row `outer`
+        tok = Signal(range(N))
+        issue = Signal()                        # the generator issues an op this cycle
+        gen_op = Signal(_Op)
+        t_done = Signal(range(T + 1))           # timesteps finished before this block
+        ld_addr = Signal(range(rows_max + 1))
+        reset_left = Signal(range(N * G + 1), init=N * G)  # LIF LOAD beats still to send
+        mask_seen = Signal(range(G + 1))
+        mask = Signal(D)
+        block_rows = Signal(range(rows_max + 1))
+        m.d.comb += block_rows.eq(Mux(is_sdsa, N, block * N))
+
+        def start_loop(op, outer_n_minus_1, inner_n_minus_1):
+            m.d.sync += [gen_op.eq(op), outer.eq(0), inner.eq(0), tok.eq(0), row_base.eq(0),
+                         outer_last.eq(outer_n_minus_1), inner_last.eq(inner_n_minus_1)]
+
+        inner_done = inner == inner_last
+        loop_done = inner_done & (outer == outer_last)
+        with m.If(issue):
+            with m.If(inner_done):
+                m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
+                with m.If(gen_op != _Op.KVB):    # outer counts token rows
+                    with m.If(tok == N - 1):
+                        m.d.sync += [tok.eq(0), row_base.eq(0)]
+                    with m.Else():
+                        m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G)]
+            with m.Else():
+                m.d.sync += inner.eq(inner + 1)
+
+        # Memory read addresses follow the op; reads advance with the pipeline.
+        m.d.comb += [q_rd.addr.eq(outer), k_rd.addr.eq(Mux(gen_op == _Op.QKV, 0, inner)),
+                     kv_rd.addr.eq(inner), q_rd.en.eq(advance), k_rd.en.eq(advance),
+                     kv_rd.en.eq(advance)]
+        with m.If(advance):
+            m.d.sync += [s1_valid.eq(issue), s1.op.eq(gen_op), s1.first.eq(inner == 0),
+                         s1.last.eq(inner_done), s1.zero.eq(count == 0),
+                         s1.a.eq(Mux(gen_op == _Op.KVB, outer, inner)),
+                         s1.base.eq(Mux(gen_op == _Op.COL, 0, row_base))]
+
+        # Input rows: written as they arrive while loading.
+        accept = self.i.valid & self.i.ready
+        row = self.i.payload
+        useful_and = Mux(variant == SDSAVariant.REFERENCE, row.k & row.v, row.q & row.k)
+        useful = Mux(is_sdsa, useful_and.any(), row.k.any() & row.v.any())
+        m.d.comb += [q_wr.addr.eq(ld_addr), q_wr.data.q.eq(row.q), q_wr.data.v.eq(row.v),
+                     q_wr.en.eq(accept),
+                     k_wr.addr.eq(count), k_wr.data.k.eq(Mux(is_sdsa, useful_and, row.k)),
+                     k_wr.data.v.eq(row.v), k_wr.en.eq(accept & useful)]
+        with m.If(accept):
+            m.d.sync += ld_addr.eq(ld_addr + 1)
+            with m.If(useful):
+                m.d.sync += count.eq(count + 1)
+
+        last_block = t_done + Mux(is_sdsa, 1, block) == T
+        with m.FSM(init="LOAD"):
+            with m.State("LOAD"):
+                # A new inference starts once the last one's outputs are all out.
+                starting = (t_done == 0) & (ld_addr == 0)
+                m.d.comb += self.i.ready.eq((ld_addr != block_rows) & ~(starting & active))
+                with m.If((ld_addr == block_rows) & (reset_left == 0)):
+                    with m.If(is_sdsa):
+                        start_loop(_Op.COL, 0, count_m1)
+                        m.d.sync += mask_seen.eq(0)
+                    with m.Elif(use_q_kv):
+                        start_loop(_Op.KVB, D - 1, count_m1)
+                    with m.Else():
+                        start_loop(_Op.QK, block_rows - 1, count_m1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += issue.eq(advance)
+                with m.If(advance & loop_done):
+                    with m.Switch(gen_op):
+                        with m.Case(_Op.KVB):
+                            m.next = "WAIT_KV"
+                        with m.Case(_Op.COL):
+                            m.next = "WAIT_MASK"
+                        with m.Default():
+                            m.next = "BLOCK_END"
+            with m.State("WAIT_KV"):          # kvmem written before its rows are read
+                with m.If(pipe_empty):
+                    start_loop(_Op.QKV, block_rows - 1, D - 1)
+                    m.next = "RUN"
+            with m.State("WAIT_MASK"):        # the mask LIF's beats have all come out
+                with m.If(mask_seen == G):
+                    start_loop(_Op.GATE, N - 1, 0)
+                    m.next = "RUN"
+            with m.State("BLOCK_END"):        # reads done before the next block's writes
+                with m.If(pipe_empty):
+                    m.d.sync += [ld_addr.eq(0), count.eq(0)]
+                    with m.If(last_block):
+                        m.d.sync += [t_done.eq(0), reset_left.eq(N * G)]
+                    with m.Else():
+                        m.d.sync += t_done.eq(t_done + Mux(is_sdsa, 1, block))
+                    m.next = "LOAD"
+
+        # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow) ---
+        with m.If(advance):
+            m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1), s2_q.eq(q_rd.data),
+                         s2_k.eq(k_rd.data), s2_kv.eq(kv_rd.data)]
+
+        # --- S2 -> S3: the addend of every lane (AND + popcount, no multiplier) ---
+        score = Signal(range(D + 1))
+        m.d.comb += score.eq(popcount(s2_q.q & s2_k.k))
+        k_bit = s2_k.k.bit_select(s2.a, 1)
+        q_bit = s2_q.q.bit_select(s2.a, 1)
+        gate_src = Mux(variant == SDSAVariant.REFERENCE, s2_q.q, s2_q.v) & mask
+        with m.If(advance):
+            m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2)]
+            for lane in range(D):
+                by_op = {_Op.QK: Mux(s2_k.v[lane] & ~s2.zero, score, 0),
+                         _Op.KVB: s2_k.v[lane] & k_bit & ~s2.zero,
+                         _Op.QKV: Mux(q_bit, s2_kv[lane], 0),
+                         _Op.COL: s2_k.k[lane] & ~s2.zero}
+                value = gate_src[lane]
+                for op, term in by_op.items():
+                    value = Mux(s2.op == op, term, value)
+                m.d.sync += s3_add[lane].eq(value)
+
+        # --- S3: accumulate; a finished row goes to kvmem or the serializer ---
+        acc_next = Signal(addend_layout)
+        for lane in range(D):
+            m.d.comb += acc_next[lane].eq(Mux(s3.first, 0, acc[lane]) + s3_add[lane])
+        with m.If(advance & s3_valid):
+            m.d.sync += acc.eq(acc_next)
+        kv_word = Signal(kvrow)
+        for lane in range(D):
+            m.d.comb += kv_word[lane].eq(acc_next[lane])   # <= B·N, proven by the width
+        m.d.comb += [kv_wr.addr.eq(s3.a), kv_wr.data.eq(kv_word),
+                     kv_wr.en.eq(advance & s3_valid & s3.last & (s3.op == _Op.KVB))]
+
+        # --- serializer -> LIF input (or `o` for GATE rows); LIF reset beats when idle ---
+        with m.If(advance & to_serializer):
+            m.d.sync += [e_valid.eq(1), e_row.eq(acc_next), e_g.eq(0), e_base.eq(s3.base),
+                         e_to_o.eq(s3.op == _Op.GATE), e_mask.eq(s3.op == _Op.COL)]
+        with m.Elif(e_take):
+            m.d.sync += [e_g.eq(e_g + 1), e_valid.eq(e_g != G - 1)]
+        slice_ = data.ArrayLayout(unsigned(self.acc_width), P)
+        e_slice = Signal(slice_)
+        m.d.comb += e_slice.eq(e_row.as_value().word_select(e_g, self.acc_width * P))
+        sending_reset = ~e_valid & (reset_left != 0)
+        with m.If(sending_reset & lif.i.ready):
+            m.d.sync += reset_left.eq(reset_left - 1)
+        m.d.comb += [lif.i.valid.eq((e_valid & ~e_to_o) | sending_reset),
+                     lif.i.payload.op.eq(Mux(e_valid, LIFOp.UPDATE, LIFOp.LOAD)),
+                     lif.i.payload.index.eq(Mux(e_valid, e_base + e_g, reset_left - 1))]
+        for lane in range(P):
+            m.d.comb += lif.i.payload.current[lane].eq(Mux(e_valid, e_slice[lane], 0))
+
+        # --- output: LIF updates (LOAD echoes dropped) or gated rows ---
+        gate_out = e_valid & e_to_o
+        lif_update = lif.o.valid & (lif.o.payload.op == LIFOp.UPDATE)
+        m.d.comb += lif.o.ready.eq(~lif_update | (self.o.ready & ~gate_out))
+        with m.If(gate_out):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.kind.eq(OutKind.GATED),
+                         self.o.payload.index.eq(e_base + e_g)]
+            for lane in range(P):
+                m.d.comb += self.o.payload.spikes[lane].eq(e_slice[lane][0])
+        with m.Else():
+            m.d.comb += [self.o.valid.eq(lif_update),
+                         self.o.payload.kind.eq(Mux(is_sdsa, OutKind.MASK, OutKind.ATTN)),
+                         self.o.payload.index.eq(lif.o.payload.index),
+                         self.o.payload.spikes.eq(lif.o.payload.spikes),
+                         self.o.payload.membrane.eq(lif.o.payload.membrane)]
+        out_take = self.o.valid & self.o.ready
+        with m.If(out_take & ~gate_out & is_sdsa):
+            m.d.sync += [mask.word_select(lif.o.payload.index, P).eq(
+                lif.o.payload.spikes.as_value()), mask_seen.eq(mask_seen + 1)]
+
+        # --- inference tracking and counters ---
+        out_count = Signal(range(self.outputs_per_inference("sdsa") + 1))
+        expected = Mux(is_sdsa, self.outputs_per_inference("sdsa"),
+                       self.outputs_per_inference("ssa"))
+        with m.If(accept & ~active):
+            m.d.sync += active.eq(1)
+        with m.If(out_take):
+            with m.If(out_count == expected - 1):
+                m.d.sync += [out_count.eq(0), active.eq(0)]
+            with m.Else():
+                m.d.sync += out_count.eq(out_count + 1)
+        m.d.comb += self.busy.eq(active)
+        m.d.comb += [self.saturated.eq(lif.saturated), self.sat_count.eq(lif.sat_count),
+                     lif.clear_flags.eq(self.clear_counters)]
+        with m.If(self.clear_counters):
+            m.d.sync += [self.busy_cycles.eq(0), self.events.eq(0), self.skipped.eq(0),
+                         self.ops.eq(0), self.cfg_error.eq(0)]
+        with m.Else():
+            with m.If(active | accept):
+                m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
+            with m.If(accept & useful):
+                m.d.sync += self.events.eq(self.events + 1)
+            with m.If(accept & ~useful):
+                m.d.sync += self.skipped.eq(self.skipped + 1)
+            with m.If(issue):
+                m.d.sync += self.ops.eq(self.ops + 1)
+        return m
