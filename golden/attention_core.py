@@ -25,7 +25,7 @@ from .attention import _check_block, _spike_tensors, cheaper_order, sdsa, statte
 from .lif import LIFParams
 
 PIPE = 4          # op issue -> accumulator -> serializer
-LIF_LATENCY = 6   # serializer beat -> LIF output register (skid, A, B, S, C, D)
+LIF_LATENCY = 7   # serializer beat -> LIF (skid, A, B, S, C, D) -> output buffer
 
 
 def _useful_rows(q, k, v, mode, variant):

@@ -80,9 +80,9 @@ def attention_config_signature(max_block: int) -> wiring.Signature:
     })
 
 
-def popcount(bits):
-    """Balanced adder tree over the bits of a value."""
-    terms = [bits[b] for b in range(len(bits))]
+def adder_tree(terms):
+    """Balanced sum of a list of values."""
+    terms = list(terms)
     while len(terms) > 1:
         terms = [terms[k] + terms[k + 1] if k + 1 < len(terms) else terms[k]
                  for k in range(0, len(terms), 2)]
@@ -183,11 +183,15 @@ class AttentionCore(wiring.Component):
                        if T % b == 0).any()
         m.d.comb += cfg_ok.eq(~active & (self.cfg.mode.as_value() != 3) & (self.cfg.order.as_value() != 3) &
                               ((self.cfg.mode != AttnMode.STATTEN) | block_ok))
+        # Rows per block and timesteps per block, registered (they gate the input's ready).
+        new_block = Mux(self.cfg.mode == AttnMode.STATTEN, self.cfg.block, 1)
+        block_rows = Signal(range(rows_max + 1), init=self.block * N)
+        ld_left = Signal(range(rows_max + 1), init=self.block * N)   # rows still to load
         with m.If(self.cfg.we):
             with m.If(cfg_ok):
                 m.d.sync += [mode.eq(self.cfg.mode), variant.eq(self.cfg.variant),
-                             forced.eq(self.cfg.order),
-                             block.eq(Mux(self.cfg.mode == AttnMode.STATTEN, self.cfg.block, 1))]
+                             forced.eq(self.cfg.order), block.eq(new_block),
+                             block_rows.eq(new_block * N), ld_left.eq(new_block * N)]
             with m.Else():
                 m.d.sync += self.cfg_error.eq(1)
         wiring.connect(m, wiring.flipped(self.lif_cfg), lif.cfg)
@@ -209,12 +213,15 @@ class AttentionCore(wiring.Component):
         # Serializer: one finished row, emitted P lanes a beat to the LIF (or to `o`).
         e_valid, e_row = Signal(), Signal(addend_layout)
         e_g, e_base = Signal(range(G)), Signal(lif.index_width)
-        e_to_o, e_mask = Signal(), Signal()   # GATE rows go to `o`; mask rows are SDSA's
-        e_sink_ready = Mux(e_to_o, self.o.ready, lif.i.ready)
+        e_to_o = Signal()                     # GATE rows go to `o`, the others to the LIF
+        out_ready = Signal()                  # the output buffer's ready (a register)
+        e_sink_ready = Mux(e_to_o, out_ready, lif.i.ready)
         e_take = e_valid & e_sink_ready       # a beat leaves the serializer
-        can_push = ~e_valid | (e_take & (e_g == G - 1))
-        to_serializer = s3_valid & s3.last & (s3.op != _Op.KVB)
-        advance = ~to_serializer | can_push
+        e_at_last = Signal()                  # e_g == G - 1
+        to_serializer = Signal()              # S3 holds the last op of a row for it
+        # The whole pipeline stalls only while a finished row waits for the serializer.
+        # Every term is a register: `advance` fans out to every stage and memory port.
+        advance = ~to_serializer | ~e_valid | (e_at_last & e_sink_ready)
 
         # --- generator: loops over (outer, inner), one op per advancing cycle ---
         count = Signal(range(rows_max + 1))     # useful key rows of this block
@@ -231,57 +238,73 @@ class AttentionCore(wiring.Component):
         reset_left = Signal(range(N * G + 1), init=N * G)  # LIF LOAD beats still to send
         mask_seen = Signal(range(G + 1))
         mask = Signal(D)
-        block_rows = Signal(range(rows_max + 1))
-        m.d.comb += block_rows.eq(Mux(is_sdsa, N, block * N))
+
+        # Loop-end tests are registered flags, computed a step ahead, off the issue path.
+        running, inner_first = Signal(), Signal()
+        inner_done, outer_done, tok_done = Signal(), Signal(), Signal()
 
         def start_loop(op, outer_n_minus_1, inner_n_minus_1):
             m.d.sync += [gen_op.eq(op), outer.eq(0), inner.eq(0), tok.eq(0), row_base.eq(0),
-                         outer_last.eq(outer_n_minus_1), inner_last.eq(inner_n_minus_1)]
+                         outer_last.eq(outer_n_minus_1), inner_last.eq(inner_n_minus_1),
+                         running.eq(1), inner_first.eq(1),
+                         inner_done.eq(inner_n_minus_1 == 0),
+                         outer_done.eq(outer_n_minus_1 == 0), tok_done.eq(N == 1)]
 
-        inner_done = inner == inner_last
-        loop_done = inner_done & (outer == outer_last)
+        m.d.comb += issue.eq(advance & running)
+        loop_done = inner_done & outer_done
         with m.If(issue):
             with m.If(inner_done):
-                m.d.sync += [inner.eq(0), outer.eq(outer + 1)]
+                m.d.sync += [inner.eq(0), outer.eq(outer + 1), inner_first.eq(1),
+                             inner_done.eq(inner_last == 0),
+                             outer_done.eq(outer + 1 == outer_last)]
                 with m.If(gen_op != _Op.KVB):    # outer counts token rows
-                    with m.If(tok == N - 1):
-                        m.d.sync += [tok.eq(0), row_base.eq(0)]
+                    with m.If(tok_done):
+                        m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1)]
                     with m.Else():
-                        m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G)]
+                        m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G),
+                                     tok_done.eq(tok + 1 == N - 1)]
+                with m.If(outer_done):
+                    m.d.sync += running.eq(0)
             with m.Else():
-                m.d.sync += inner.eq(inner + 1)
+                m.d.sync += [inner.eq(inner + 1), inner_first.eq(0),
+                             inner_done.eq(inner + 1 == inner_last)]
 
         # Memory read addresses follow the op; reads advance with the pipeline.
         m.d.comb += [q_rd.addr.eq(outer), k_rd.addr.eq(Mux(gen_op == _Op.QKV, 0, inner)),
                      kv_rd.addr.eq(inner), q_rd.en.eq(advance), k_rd.en.eq(advance),
                      kv_rd.en.eq(advance)]
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(issue), s1.op.eq(gen_op), s1.first.eq(inner == 0),
+            m.d.sync += [s1_valid.eq(issue), s1.op.eq(gen_op), s1.first.eq(inner_first),
                          s1.last.eq(inner_done), s1.zero.eq(count == 0),
                          s1.a.eq(Mux(gen_op == _Op.KVB, outer, inner)),
                          s1.base.eq(Mux(gen_op == _Op.COL, 0, row_base))]
 
-        # Input rows: written as they arrive while loading.
+        # Input rows: registered on arrival, written to memory the cycle after.
         accept = self.i.valid & self.i.ready
-        row = self.i.payload
+        r_valid, row = Signal(), Signal(self.i_layout)
+        m.d.sync += [r_valid.eq(accept), row.eq(self.i.payload)]
+        with m.If(accept):
+            m.d.sync += ld_left.eq(ld_left - 1)
         useful_and = Mux(variant == SDSAVariant.REFERENCE, row.k & row.v, row.q & row.k)
         useful = Mux(is_sdsa, useful_and.any(), row.k.any() & row.v.any())
         m.d.comb += [q_wr.addr.eq(ld_addr), q_wr.data.q.eq(row.q), q_wr.data.v.eq(row.v),
-                     q_wr.en.eq(accept),
+                     q_wr.en.eq(r_valid),
                      k_wr.addr.eq(count), k_wr.data.k.eq(Mux(is_sdsa, useful_and, row.k)),
-                     k_wr.data.v.eq(row.v), k_wr.en.eq(accept & useful)]
-        with m.If(accept):
+                     k_wr.data.v.eq(row.v), k_wr.en.eq(r_valid & useful)]
+        with m.If(r_valid):
             m.d.sync += ld_addr.eq(ld_addr + 1)
             with m.If(useful):
                 m.d.sync += count.eq(count + 1)
+        # After an inference's last block, a new one waits until all its outputs are out.
+        wait_drain = Signal()
+        with m.If(~active):
+            m.d.sync += wait_drain.eq(0)
 
         last_block = t_done + Mux(is_sdsa, 1, block) == T
         with m.FSM(init="LOAD"):
             with m.State("LOAD"):
-                # A new inference starts once the last one's outputs are all out.
-                starting = (t_done == 0) & (ld_addr == 0)
-                m.d.comb += self.i.ready.eq((ld_addr != block_rows) & ~(starting & active))
-                with m.If((ld_addr == block_rows) & (reset_left == 0)):
+                m.d.comb += self.i.ready.eq((ld_left != 0) & ~wait_drain)
+                with m.If((ld_left == 0) & ~r_valid & (reset_left == 0)):
                     with m.If(is_sdsa):
                         start_loop(_Op.COL, 0, count_m1)
                         m.d.sync += mask_seen.eq(0)
@@ -291,8 +314,7 @@ class AttentionCore(wiring.Component):
                         start_loop(_Op.QK, block_rows - 1, count_m1)
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += issue.eq(advance)
-                with m.If(advance & loop_done):
+                with m.If(issue & loop_done):
                     with m.Switch(gen_op):
                         with m.Case(_Op.KVB):
                             m.next = "WAIT_KV"
@@ -310,26 +332,33 @@ class AttentionCore(wiring.Component):
                     m.next = "RUN"
             with m.State("BLOCK_END"):        # reads done before the next block's writes
                 with m.If(pipe_empty):
-                    m.d.sync += [ld_addr.eq(0), count.eq(0)]
+                    m.d.sync += [ld_addr.eq(0), count.eq(0), ld_left.eq(block_rows)]
                     with m.If(last_block):
-                        m.d.sync += [t_done.eq(0), reset_left.eq(N * G)]
+                        m.d.sync += [t_done.eq(0), reset_left.eq(N * G), wait_drain.eq(1)]
                     with m.Else():
                         m.d.sync += t_done.eq(t_done + Mux(is_sdsa, 1, block))
                     m.next = "LOAD"
 
-        # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow) ---
+        # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow), and
+        # the popcount of q & k per pair of channels (one LUT level) ---
+        pairs = (D + 1) // 2
+        s2_pairs = Signal(data.ArrayLayout(unsigned(2), pairs))
+        both = q_rd.data.q & k_rd.data.k
         with m.If(advance):
             m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1), s2_q.eq(q_rd.data),
                          s2_k.eq(k_rd.data), s2_kv.eq(kv_rd.data)]
+            for p in range(pairs):
+                m.d.sync += s2_pairs[p].eq(both[2 * p] + (both[2 * p + 1] if 2 * p + 1 < D else 0))
 
         # --- S2 -> S3: the addend of every lane (AND + popcount, no multiplier) ---
         score = Signal(range(D + 1))
-        m.d.comb += score.eq(popcount(s2_q.q & s2_k.k))
+        m.d.comb += score.eq(adder_tree(s2_pairs[p] for p in range(pairs)))
         k_bit = s2_k.k.bit_select(s2.a, 1)
         q_bit = s2_q.q.bit_select(s2.a, 1)
         gate_src = Mux(variant == SDSAVariant.REFERENCE, s2_q.q, s2_q.v) & mask
         with m.If(advance):
-            m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2)]
+            m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2),
+                         to_serializer.eq(s2_valid & s2.last & (s2.op != _Op.KVB))]
             for lane in range(D):
                 by_op = {_Op.QK: Mux(s2_k.v[lane] & ~s2.zero, score, 0),
                          _Op.KVB: s2_k.v[lane] & k_bit & ~s2.zero,
@@ -355,9 +384,10 @@ class AttentionCore(wiring.Component):
         # --- serializer -> LIF input (or `o` for GATE rows); LIF reset beats when idle ---
         with m.If(advance & to_serializer):
             m.d.sync += [e_valid.eq(1), e_row.eq(acc_next), e_g.eq(0), e_base.eq(s3.base),
-                         e_to_o.eq(s3.op == _Op.GATE), e_mask.eq(s3.op == _Op.COL)]
+                         e_to_o.eq(s3.op == _Op.GATE),
+                         e_at_last.eq(G == 1)]
         with m.Elif(e_take):
-            m.d.sync += [e_g.eq(e_g + 1), e_valid.eq(e_g != G - 1)]
+            m.d.sync += [e_g.eq(e_g + 1), e_valid.eq(~e_at_last), e_at_last.eq(e_g == G - 2)]
         slice_ = data.ArrayLayout(unsigned(self.acc_width), P)
         e_slice = Signal(slice_)
         m.d.comb += e_slice.eq(e_row.as_value().word_select(e_g, self.acc_width * P))
@@ -370,23 +400,33 @@ class AttentionCore(wiring.Component):
         for lane in range(P):
             m.d.comb += lif.i.payload.current[lane].eq(Mux(e_valid, e_slice[lane], 0))
 
-        # --- output: LIF updates (LOAD echoes dropped) or gated rows ---
+        # --- output: LIF updates (LOAD echoes dropped) or gated rows, through a skid
+        # buffer so that no ready reaches the LIF or the pipeline combinationally ---
         gate_out = e_valid & e_to_o
         lif_update = lif.o.valid & (lif.o.payload.op == LIFOp.UPDATE)
-        m.d.comb += lif.o.ready.eq(~lif_update | (self.o.ready & ~gate_out))
+        m.d.comb += lif.o.ready.eq(~lif_update | (out_ready & ~gate_out))
+        beat = Signal(self.o_layout)
         with m.If(gate_out):
-            m.d.comb += [self.o.valid.eq(1), self.o.payload.kind.eq(OutKind.GATED),
-                         self.o.payload.index.eq(e_base + e_g)]
+            m.d.comb += [beat.kind.eq(OutKind.GATED), beat.index.eq(e_base + e_g)]
             for lane in range(P):
-                m.d.comb += self.o.payload.spikes[lane].eq(e_slice[lane][0])
+                m.d.comb += beat.spikes[lane].eq(e_slice[lane][0])
         with m.Else():
-            m.d.comb += [self.o.valid.eq(lif_update),
-                         self.o.payload.kind.eq(Mux(is_sdsa, OutKind.MASK, OutKind.ATTN)),
-                         self.o.payload.index.eq(lif.o.payload.index),
-                         self.o.payload.spikes.eq(lif.o.payload.spikes),
-                         self.o.payload.membrane.eq(lif.o.payload.membrane)]
+            m.d.comb += [beat.kind.eq(Mux(is_sdsa, OutKind.MASK, OutKind.ATTN)),
+                         beat.index.eq(lif.o.payload.index),
+                         beat.spikes.eq(lif.o.payload.spikes),
+                         beat.membrane.eq(lif.o.payload.membrane)]
+        beat_in = out_ready & (gate_out | lif_update)
+        skid_valid, skid = Signal(), Signal(self.o_layout)
+        m.d.comb += out_ready.eq(~skid_valid)
+        with m.If(self.o.ready | ~self.o.valid):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.valid.eq(beat_in), self.o.payload.eq(beat)]
+        with m.Elif(beat_in):
+            m.d.sync += [skid_valid.eq(1), skid.eq(beat)]
         out_take = self.o.valid & self.o.ready
-        with m.If(out_take & ~gate_out & is_sdsa):
+        with m.If(beat_in & ~gate_out & is_sdsa):
             m.d.sync += [mask.word_select(lif.o.payload.index, P).eq(
                 lif.o.payload.spikes.as_value()), mask_seen.eq(mask_seen + 1)]
 
@@ -408,11 +448,11 @@ class AttentionCore(wiring.Component):
             m.d.sync += [self.busy_cycles.eq(0), self.events.eq(0), self.skipped.eq(0),
                          self.ops.eq(0), self.cfg_error.eq(0)]
         with m.Else():
-            with m.If(active | accept):
+            with m.If(active):
                 m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
-            with m.If(accept & useful):
+            with m.If(r_valid & useful):
                 m.d.sync += self.events.eq(self.events + 1)
-            with m.If(accept & ~useful):
+            with m.If(r_valid & ~useful):
                 m.d.sync += self.skipped.eq(self.skipped + 1)
             with m.If(issue):
                 m.d.sync += self.ops.eq(self.ops + 1)
