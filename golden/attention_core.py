@@ -14,9 +14,9 @@ where a finished row also needs G serializer beats:
   q_kv : D·c (the KV matrix) + B·N rows × D ops
   sdsa : c (column sum) + the mask LIF's latency (its G beats overlap it) + N rows × G
          beats (gating)
-plus fixed pipeline fill: PIPE cycles per phase barrier, LIF_LATENCY from the last row to its
-output, and the LIF reset (N·G LOAD beats, hidden behind the loading of the first block when
-N·G <= B·N).
+plus fixed pipeline fill: PIPE cycles per phase barrier and LIF_LATENCY from the last row to
+its output. The LIF reset (N·G LOAD beats) runs before the first row arrives, behind the
+previous inference's drain, and is not counted.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def attention_core_cycles(q, k, v, *, mode: str = "ssa", block: int = 1,
     """Ideal cycles of one inference (first row in to last beat out), see the docstring."""
     N, D, B, order, _, stored = _schedule(q, k, v, mode, block, variant, order)
     G = D // (D if lanes is None else lanes)
-    cycles = max(0, N * G - B * N)                             # LIF reset not hidden
+    cycles = 0
     for c in stored:
         cycles += B * N                                        # load
         if mode == "sdsa":
@@ -94,7 +94,8 @@ def attention_core_cycles(q, k, v, *, mode: str = "ssa", block: int = 1,
             cycles += B * N * max(c, G) + PIPE
         else:
             cycles += D * c + PIPE + B * N * D + PIPE
-    return int(cycles + LIF_LATENCY)
+    # the last beat out: through the LIF, except SDSA's gated rows (serializer -> buffer)
+    return int(cycles + (1 if mode == "sdsa" else LIF_LATENCY))
 
 
 def attention_core_ops(q, k, v, *, mode: str = "ssa", block: int = 1,

@@ -15,8 +15,8 @@ inference. A block of B timesteps (B = 1 for SSA and SDSA) is loaded, then compu
                        V (paper) AND mask, per token row;
     the order is `order` if forced, else qk_v iff B·N <= D (golden `cheaper_order`);
   - finished rows go, `lanes` (P) values a beat, to a LIFArray of N·D neurons (SDSA: the D
-    mask neurons are groups 0..D/P-1), whose state is zeroed by LOAD beats at the start of an
-    inference (the golden LIF starts at v = 0).
+    mask neurons are groups 0..D/P-1); the first timestep's beats are LIFOp.FIRST (an update
+    from v = 0, as the golden LIF starts), so no reset pass is needed between inferences.
 Output `o`: P-lane beats {kind, index (neuron group), spikes, membrane}: ATTN (the LIF's
 update of attention neurons), MASK (SDSA mask neurons), GATED (SDSA output spikes; membrane 0).
 Mode, block, SDSA variant and order are set at run time through `cfg` between inferences
@@ -197,7 +197,7 @@ class AttentionCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.lif_cfg), lif.cfg)
 
         # --- pipeline registers: S1 (memory data out), S2 (data registered), S3 (addends) ---
-        op_layout = data.StructLayout({"op": _Op, "first": 1, "last": 1, "zero": 1,
+        op_layout = data.StructLayout({"op": _Op, "first": 1, "last": 1, "zero": 1, "t0": 1,
                                        "a": unsigned(max(1, ceil_log2(D))),
                                        "base": unsigned(lif.index_width)})
         s1_valid, s1 = Signal(), Signal(op_layout)
@@ -214,6 +214,7 @@ class AttentionCore(wiring.Component):
         e_valid, e_row = Signal(), Signal(addend_layout)
         e_g, e_base = Signal(range(G)), Signal(lif.index_width)
         e_to_o = Signal()                     # GATE rows go to `o`, the others to the LIF
+        e_t0 = Signal()                       # a row of the first timestep: LIFOp.FIRST
         out_ready = Signal()                  # the output buffer's ready (a register)
         e_sink_ready = Mux(e_to_o, out_ready, lif.i.ready)
         e_take = e_valid & e_sink_ready       # a beat leaves the serializer
@@ -235,12 +236,12 @@ class AttentionCore(wiring.Component):
         gen_op = Signal(_Op)
         t_done = Signal(range(T + 1))           # timesteps finished before this block
         ld_addr = Signal(range(rows_max + 1))
-        reset_left = Signal(range(N * G + 1), init=N * G)  # LIF LOAD beats still to send
         mask_seen = Signal(range(G + 1))
         mask = Signal(D)
 
         # Loop-end tests are registered flags, computed a step ahead, off the issue path.
         running, inner_first = Signal(), Signal()
+        row_t0 = Signal()                       # the row `outer` is of timestep 0
         inner_done, outer_done, tok_done = Signal(), Signal(), Signal()
 
         def start_loop(op, outer_n_minus_1, inner_n_minus_1):
@@ -248,7 +249,8 @@ class AttentionCore(wiring.Component):
                          outer_last.eq(outer_n_minus_1), inner_last.eq(inner_n_minus_1),
                          running.eq(1), inner_first.eq(1),
                          inner_done.eq(inner_n_minus_1 == 0),
-                         outer_done.eq(outer_n_minus_1 == 0), tok_done.eq(N == 1)]
+                         outer_done.eq(outer_n_minus_1 == 0), tok_done.eq(N == 1),
+                         row_t0.eq(t_done == 0)]
 
         m.d.comb += issue.eq(advance & running)
         loop_done = inner_done & outer_done
@@ -259,7 +261,8 @@ class AttentionCore(wiring.Component):
                              outer_done.eq(outer + 1 == outer_last)]
                 with m.If(gen_op != _Op.KVB):    # outer counts token rows
                     with m.If(tok_done):
-                        m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1)]
+                        m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1),
+                                     row_t0.eq(0)]
                     with m.Else():
                         m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G),
                                      tok_done.eq(tok + 1 == N - 1)]
@@ -275,7 +278,7 @@ class AttentionCore(wiring.Component):
                      kv_rd.en.eq(advance)]
         with m.If(advance):
             m.d.sync += [s1_valid.eq(issue), s1.op.eq(gen_op), s1.first.eq(inner_first),
-                         s1.last.eq(inner_done), s1.zero.eq(count == 0),
+                         s1.last.eq(inner_done), s1.zero.eq(count == 0), s1.t0.eq(row_t0),
                          s1.a.eq(Mux(gen_op == _Op.KVB, outer, inner)),
                          s1.base.eq(Mux(gen_op == _Op.COL, 0, row_base))]
 
@@ -304,7 +307,7 @@ class AttentionCore(wiring.Component):
         with m.FSM(init="LOAD"):
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq((ld_left != 0) & ~wait_drain)
-                with m.If((ld_left == 0) & ~r_valid & (reset_left == 0)):
+                with m.If((ld_left == 0) & ~r_valid):
                     with m.If(is_sdsa):
                         start_loop(_Op.COL, 0, count_m1)
                         m.d.sync += mask_seen.eq(0)
@@ -334,7 +337,7 @@ class AttentionCore(wiring.Component):
                 with m.If(pipe_empty):
                     m.d.sync += [ld_addr.eq(0), count.eq(0), ld_left.eq(block_rows)]
                     with m.If(last_block):
-                        m.d.sync += [t_done.eq(0), reset_left.eq(N * G), wait_drain.eq(1)]
+                        m.d.sync += [t_done.eq(0), wait_drain.eq(1)]
                     with m.Else():
                         m.d.sync += t_done.eq(t_done + Mux(is_sdsa, 1, block))
                     m.next = "LOAD"
@@ -381,30 +384,27 @@ class AttentionCore(wiring.Component):
         m.d.comb += [kv_wr.addr.eq(s3.a), kv_wr.data.eq(kv_word),
                      kv_wr.en.eq(advance & s3_valid & s3.last & (s3.op == _Op.KVB))]
 
-        # --- serializer -> LIF input (or `o` for GATE rows); LIF reset beats when idle ---
+        # --- serializer -> LIF input (or `o` for GATE rows) ---
         with m.If(advance & to_serializer):
             m.d.sync += [e_valid.eq(1), e_row.eq(acc_next), e_g.eq(0), e_base.eq(s3.base),
-                         e_to_o.eq(s3.op == _Op.GATE),
+                         e_to_o.eq(s3.op == _Op.GATE), e_t0.eq(s3.t0),
                          e_at_last.eq(G == 1)]
         with m.Elif(e_take):
             m.d.sync += [e_g.eq(e_g + 1), e_valid.eq(~e_at_last), e_at_last.eq(e_g == G - 2)]
         slice_ = data.ArrayLayout(unsigned(self.acc_width), P)
         e_slice = Signal(slice_)
         m.d.comb += e_slice.eq(e_row.as_value().word_select(e_g, self.acc_width * P))
-        sending_reset = ~e_valid & (reset_left != 0)
-        with m.If(sending_reset & lif.i.ready):
-            m.d.sync += reset_left.eq(reset_left - 1)
-        m.d.comb += [lif.i.valid.eq((e_valid & ~e_to_o) | sending_reset),
-                     lif.i.payload.op.eq(Mux(e_valid, LIFOp.UPDATE, LIFOp.LOAD)),
-                     lif.i.payload.index.eq(Mux(e_valid, e_base + e_g, reset_left - 1))]
+        m.d.comb += [lif.i.valid.eq(e_valid & ~e_to_o),
+                     lif.i.payload.op.eq(Mux(e_t0, LIFOp.FIRST, LIFOp.UPDATE)),
+                     lif.i.payload.index.eq(e_base + e_g)]
         for lane in range(P):
-            m.d.comb += lif.i.payload.current[lane].eq(Mux(e_valid, e_slice[lane], 0))
+            m.d.comb += lif.i.payload.current[lane].eq(e_slice[lane])
 
-        # --- output: LIF updates (LOAD echoes dropped) or gated rows, through a skid
+        # --- output: LIF updates or gated rows, through a skid
         # buffer so that no ready reaches the LIF or the pipeline combinationally ---
         gate_out = e_valid & e_to_o
-        lif_update = lif.o.valid & (lif.o.payload.op == LIFOp.UPDATE)
-        m.d.comb += lif.o.ready.eq(~lif_update | (out_ready & ~gate_out))
+        lif_update = lif.o.valid
+        m.d.comb += lif.o.ready.eq(out_ready & ~gate_out)
         beat = Signal(self.o_layout)
         with m.If(gate_out):
             m.d.comb += [beat.kind.eq(OutKind.GATED), beat.index.eq(e_base + e_g)]

@@ -34,6 +34,7 @@ class LIFOp(enum.Enum, shape=2):
     UPDATE = 0  # one LIF timestep with `current`
     READ = 1    # no state change; output the stored membrane
     LOAD = 2    # membrane <- sat_W(current)
+    FIRST = 3   # UPDATE from v = 0: an inference's first timestep without a LOAD pass
 
 
 def config_signature(width: int) -> wiring.Signature:
@@ -176,16 +177,16 @@ class LIFArray(wiring.Component):
                                                    v_b[lane] >> leak_shift, 0))
 
         # Stage S: l = v - (v >> k); x - θ and x + θ off the critical path.
-        # LOAD: l = 0 so the sum is the loaded value; READ: x = 0 so the sum is the stored
+        # LOAD and FIRST: l = 0 so the sum is the loaded value (the first step's current); READ: x = 0 so the sum is the stored
         # membrane (which fits, so it never saturates).
         c_leaked, c_x = Signal(word), Signal(data.ArrayLayout(signed(self.in_width), P))
         c_x_minus, c_x_plus = Signal(wide), Signal(wide)
         with m.If(advance):
             m.d.sync += [c_valid.eq(s_valid), c_op.eq(s.op), c_index.eq(s.index)]
+            from_zero = (s.op == LIFOp.LOAD) | (s.op == LIFOp.FIRST)
             for lane in range(P):
                 x = Mux(s.op == LIFOp.READ, 0, s.current[lane])
-                m.d.sync += [c_leaked[lane].eq(Mux(s.op == LIFOp.LOAD, 0,
-                                                   s_v[lane] - s_shifted[lane])),
+                m.d.sync += [c_leaked[lane].eq(Mux(from_zero, 0, s_v[lane] - s_shifted[lane])),
                              c_x[lane].eq(x), c_x_minus[lane].eq(x - theta),
                              c_x_plus[lane].eq(x + theta)]
 
@@ -214,10 +215,11 @@ class LIFArray(wiring.Component):
         for lane in range(P):
             over, under = d_over[lane], d_under[lane]
             h = Mux(over, hi, Mux(under, lo, d_sum[lane]))
-            fire = (d_op == LIFOp.UPDATE) & ~d_above[lane][-1]
+            updating = (d_op == LIFOp.UPDATE) | (d_op == LIFOp.FIRST)
+            fire = updating & ~d_above[lane][-1]
             fire_neg = Signal(name=f"fire_neg{lane}")
             if self.signed_spikes:
-                m.d.comb += fire_neg.eq((d_op == LIFOp.UPDATE) & d_below_le0[lane])
+                m.d.comb += fire_neg.eq(updating & d_below_le0[lane])
             if self.reset == "subtract":
                 fired_v = Mux(over, hi - theta, d_above[lane])
                 fired_neg_v = Mux(under, lo + theta, d_below[lane])

