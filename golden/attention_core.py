@@ -6,17 +6,18 @@ SSA/STAtten: (ATTN, token·G + g, spikes, membranes) for every token and lane gr
 (G = D / lanes); SDSA: first the mask neurons' (MASK, g, ...) beats, then (GATED, token·G + g,
 spikes, zeros). Kinds are the strings "attn", "mask", "gated".
 
-`attention_core_cycles` is the ideal bound the benches compare the busy-cycle counter with:
-loading (one token row a cycle), then per block the accumulate ops the chosen order needs on
-the *stored* key rows only (c = key rows that are not silent, at least one op when c = 0),
-where a finished row also needs G serializer beats:
-  qk_v : B·N rows × max(c, G) ops
+`attention_core_cycles` is the ideal bound the benches compare the busy-cycle counter with
+(no input gaps, no backpressure). Per block: loading (one token row a cycle), then the
+accumulate ops the chosen order needs on the *stored* key rows only (c = key rows that are
+not silent, at least one op when c = 0):
+  qk_v : B·N rows × c ops
   q_kv : D·c (the KV matrix) + B·N rows × D ops
-  sdsa : c (column sum) + the mask LIF's latency (its G beats overlap it) + N rows × G
-         beats (gating)
-plus fixed pipeline fill: PIPE cycles per phase barrier and LIF_LATENCY from the last row to
-its output. The LIF reset (N·G LOAD beats) runs before the first row arrives, behind the
-previous inference's drain, and is not counted.
+  sdsa : c (column sums) -> G mask beats -> the LIF's latency -> N one-op gated rows
+while every finished row needs G = D / lanes serializer beats. Two clocks advance block by
+block, the op issue and the serializer; the next block loads once this block's last row
+sits in the serializer. Plus fixed pipeline fill: PIPE cycles per phase barrier and
+LIF_LATENCY from the last beat to its output. It is a lower bound of the RTL's busy cycles
+(tested); the rest is LIF hazard bubbles and phase transitions.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .lif import LIFParams
 
 PIPE = 4          # op issue -> accumulator -> serializer
 LIF_LATENCY = 7   # serializer beat -> LIF (skid, A, B, S, C, D) -> output buffer
+QUEUE_ROWS = 1    # finished rows the serializer holds (the one it emits)
 
 
 def _useful_rows(q, k, v, mode, variant):
@@ -82,20 +84,30 @@ def _schedule(q, k, v, mode, block, variant, order):
 def attention_core_cycles(q, k, v, *, mode: str = "ssa", block: int = 1,
                           variant: str = "reference", order: str | None = None,
                           lanes: int | None = None) -> int:
-    """Ideal cycles of one inference (first row in to last beat out), see the docstring."""
+    """Ideal cycles of one inference (first row in to last beat out), see the docstring.
+    Two clocks advance block by block: `issue` (loads and ops, one a cycle) and `serial`
+    (the serializer, G beats a row); a block's loading starts when its predecessor's last
+    row is queued, i.e. at most QUEUE_ROWS rows before the serializer is done."""
     N, D, B, order, _, stored = _schedule(q, k, v, mode, block, variant, order)
     G = D // (D if lanes is None else lanes)
-    cycles = 0
+    rows = B * N
+    issue = serial = 0
     for c in stored:
-        cycles += B * N                                        # load
-        if mode == "sdsa":
-            cycles += c + PIPE + LIF_LATENCY + N * G + PIPE
-        elif order == "qk_v":
-            cycles += B * N * max(c, G) + PIPE
+        loaded = issue + rows
+        if mode == "sdsa":   # column sums -> G mask beats -> LIF -> one-op gated rows
+            mask_back = max(loaded + c + PIPE, serial) + G + LIF_LATENCY
+            serial = mask_back + PIPE + N * G
+            ops_done = mask_back + N + PIPE
         else:
-            cycles += D * c + PIPE + B * N * D + PIPE
+            if order == "qk_v":
+                first_row, ops_done = loaded + c + PIPE, loaded + rows * c + PIPE
+            else:                                              # KV matrix, then D ops a row
+                kv = loaded + D * c + PIPE
+                first_row, ops_done = kv + D + PIPE, kv + rows * D + PIPE
+            serial = max(max(serial, first_row) + rows * G, ops_done)
+        issue = max(ops_done, serial - QUEUE_ROWS * G)
     # the last beat out: through the LIF, except SDSA's gated rows (serializer -> buffer)
-    return int(cycles + (1 if mode == "sdsa" else LIF_LATENCY))
+    return int(serial + (1 if mode == "sdsa" else LIF_LATENCY))
 
 
 def attention_core_ops(q, k, v, *, mode: str = "ssa", block: int = 1,

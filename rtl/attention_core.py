@@ -24,7 +24,7 @@ Mode, block, SDSA variant and order are set at run time through `cfg` between in
 through `lif_cfg`. Not double-buffered: a block's rows are loaded, then computed.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -285,14 +285,18 @@ class AttentionCore(wiring.Component):
         # Input rows: registered on arrival, written to memory the cycle after.
         accept = self.i.valid & self.i.ready
         r_valid, row = Signal(), Signal(self.i_layout)
-        m.d.sync += [r_valid.eq(accept), row.eq(self.i.payload)]
+        useful, r_product = Signal(), Signal(D)   # the key row is stored; SDSA's AND product
+        arriving = self.i.payload
+        product = Mux(variant == SDSAVariant.REFERENCE, arriving.k & arriving.v,
+                      arriving.q & arriving.k)
+        m.d.sync += [r_valid.eq(accept), row.eq(arriving), r_product.eq(product),
+                     useful.eq(Mux(is_sdsa, product.any(),
+                                   arriving.k.any() & arriving.v.any()))]
         with m.If(accept):
             m.d.sync += ld_left.eq(ld_left - 1)
-        useful_and = Mux(variant == SDSAVariant.REFERENCE, row.k & row.v, row.q & row.k)
-        useful = Mux(is_sdsa, useful_and.any(), row.k.any() & row.v.any())
         m.d.comb += [q_wr.addr.eq(ld_addr), q_wr.data.q.eq(row.q), q_wr.data.v.eq(row.v),
                      q_wr.en.eq(r_valid),
-                     k_wr.addr.eq(count), k_wr.data.k.eq(Mux(is_sdsa, useful_and, row.k)),
+                     k_wr.addr.eq(count), k_wr.data.k.eq(Mux(is_sdsa, r_product, row.k)),
                      k_wr.data.v.eq(row.v), k_wr.en.eq(r_valid & useful)]
         with m.If(r_valid):
             m.d.sync += ld_addr.eq(ld_addr + 1)
@@ -356,8 +360,8 @@ class AttentionCore(wiring.Component):
         # --- S2 -> S3: the addend of every lane (AND + popcount, no multiplier) ---
         score = Signal(range(D + 1))
         m.d.comb += score.eq(adder_tree(s2_pairs[p] for p in range(pairs)))
-        k_bit = s2_k.k.bit_select(s2.a, 1)
-        q_bit = s2_q.q.bit_select(s2.a, 1)
+        k_bit = s2_k.k.bit_select(s2.a, 1)     # k[a] (KV build)
+        q_bit = s2_q.q.bit_select(s2.a, 1)     # q[a] (Q (KᵀV) rows)
         gate_src = Mux(variant == SDSAVariant.REFERENCE, s2_q.q, s2_q.v) & mask
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2),
@@ -402,9 +406,11 @@ class AttentionCore(wiring.Component):
 
         # --- output: LIF updates or gated rows, through a skid
         # buffer so that no ready reaches the LIF or the pipeline combinationally ---
+        # Gated rows and LIF outputs never overlap: gating starts once the mask beats are
+        # all out, and the next mask row enters the serializer after the last gated row.
         gate_out = e_valid & e_to_o
         lif_update = lif.o.valid
-        m.d.comb += lif.o.ready.eq(out_ready & ~gate_out)
+        m.d.comb += lif.o.ready.eq(out_ready)
         beat = Signal(self.o_layout)
         with m.If(gate_out):
             m.d.comb += [beat.kind.eq(OutKind.GATED), beat.index.eq(e_base + e_g)]

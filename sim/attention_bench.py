@@ -24,7 +24,7 @@ from ..golden.attention_core import (attention_core_cycles, attention_core_ops,
                                      attention_core_outputs)
 from ..golden.lif import LIFParams, lif_array
 from ..rtl.attention_core import MODE_OF, ORDER_OF, VARIANT_OF, AttentionCore, OutKind
-from .runner import RunResult, SimBuild, build_component, load_stimulus, write_results
+from .runner import RunResult, SimBuild, build_component, finish_cases, load_stimulus
 from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack,
                       start_and_reset)
 
@@ -151,12 +151,4 @@ async def attention_cases(dut):
                          "sparsity": float(1 - (q.mean() + k.mean() + v.mean()) / 3),
                          "busy_cycles": dut.busy_cycles.value.to_unsigned(),
                          "ideal_cycles": ideal, **counts})
-    for task in tasks:
-        task.cancel()
-
-    write_results({"matched": scoreboard.passed and not errors,
-                   "mismatches": scoreboard.errors + len(scoreboard.expected),
-                   "first_mismatches": scoreboard.mismatches + errors[:10],
-                   "cases": per_case})
-    scoreboard.check()
-    assert not errors, "; ".join(errors[:10])
+    finish_cases(scoreboard, errors, per_case, tasks)

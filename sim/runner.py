@@ -206,3 +206,16 @@ def write_results(summary: dict, **arrays) -> None:
     (_run_dir() / "results.json").write_text(json.dumps(summary, indent=1))
     if arrays:
         np.savez(_run_dir() / "results.npz", **arrays)
+
+
+def finish_cases(scoreboard, errors: list[str], cases: list[dict], tasks=()) -> None:
+    """End of a many-case bench: stop the stream tasks, write the summary (matched, the
+    first mismatches, per-case records) and fail on any scoreboard or counter error."""
+    for task in tasks:
+        task.cancel()
+    write_results({"matched": scoreboard.passed and not errors,
+                   "mismatches": scoreboard.errors + len(scoreboard.expected),
+                   "first_mismatches": scoreboard.mismatches + errors[:10],
+                   "cases": cases})
+    scoreboard.check()
+    assert not errors, "; ".join(errors[:10])

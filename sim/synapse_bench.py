@@ -20,7 +20,7 @@ from cocotb.triggers import ClockCycles, Event, RisingEdge, SimTimeoutError, wit
 from ..golden.synapse import pack_spikes, synapse_engine, synapse_engine_cycles
 from ..rtl.lif_array import LIFOp
 from ..rtl.synapse_engine import LoadTarget, SynapseEngine
-from .runner import RunResult, SimBuild, build_component, load_stimulus, write_results
+from .runner import RunResult, SimBuild, build_component, finish_cases, load_stimulus
 from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack,
                       start_and_reset)
 
@@ -160,12 +160,4 @@ async def synapse_cases(dut):
         per_case.append({"events": n_events, "silent": n_silent, "bad": n_bad,
                          "busy_cycles": dut.busy_cycles.value.to_unsigned(),
                          "ideal_cycles": synapse_engine_cycles(n_events, core.n_out, P, T)})
-    for task in tasks:
-        task.cancel()
-
-    write_results({"matched": scoreboard.passed and not counter_errors,
-                   "mismatches": scoreboard.errors + len(scoreboard.expected),
-                   "first_mismatches": scoreboard.mismatches + counter_errors[:10],
-                   "cases": per_case})
-    scoreboard.check()
-    assert not counter_errors, "; ".join(counter_errors[:10])
+    finish_cases(scoreboard, counter_errors, per_case, tasks)

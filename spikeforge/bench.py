@@ -4,6 +4,8 @@ Writes build/reports/bench.json and bench.md:
 - LIFArray throughput (beats per cycle) from the RTL in Amaranth's simulator;
 - SynapseEngine busy cycles vs the ideal bound of golden `synapse_engine_cycles`, and the
   speed-up of 90 % sparse input over dense input;
+- AttentionCore busy cycles vs the ideal bound of golden `attention_core_cycles` for every
+  mode and order, by spike sparsity;
 - Fmax and utilization of the LIFArray built-in self test on each board that builds.
 """
 
@@ -75,6 +77,53 @@ def bench_synapse_sparsity(n_in=64, n_out=64, lanes=4, timesteps=4,
             "max_ratio": max(r["ratio"] for r in rows)}
 
 
+ATTENTION_SETTINGS = [("ssa", 1, "reference", None), ("ssa", 1, "reference", "q_kv"),
+                      ("statten", 2, "reference", None), ("statten", 4, "reference", None),
+                      ("sdsa", 1, "reference", None), ("sdsa", 1, "paper", None)]
+
+
+def bench_attention(n=8, d=16, timesteps=4, lanes=4, sparsities=(0.0, 0.5, 0.9, 0.99)) -> dict:
+    """One head of the digits transformer: every setting at every spike sparsity."""
+    from .golden.attention_core import (attention_core_cycles, attention_core_ops,
+                                        attention_core_outputs)
+    from .golden.lif import LIFParams
+    from .rtl.attention_core import MODE_OF, ORDER_OF, VARIANT_OF, AttentionCore
+    from .sim.amaranth_runs import run_attention_core
+
+    rng = np.random.default_rng(0)
+    dut = AttentionCore(n=n, d=d, timesteps=timesteps, lanes=lanes, theta=8)
+    lif = LIFParams(theta=8, current_width=dut.acc_width + 1)
+    rows = []
+    for mode, block, variant, order in ATTENTION_SETTINGS:
+        for sparsity in sparsities:
+            q, k, v = ((rng.random((timesteps, n, d)) >= sparsity).astype(np.int64)
+                       for _ in range(3))
+            cfg = dict(mode=MODE_OF[mode], block=block, variant=VARIANT_OF[variant],
+                       order=ORDER_OF[order])
+            got, counters = run_attention_core(dut, [(q, k, v)], configs=[cfg])
+            expect = attention_core_outputs(q, k, v, lif, mode=mode, block=block,
+                                            variant=variant, lanes=lanes)
+            ideal = attention_core_cycles(q, k, v, mode=mode, block=block, variant=variant,
+                                          order=order, lanes=lanes)
+            ops = attention_core_ops(q, k, v, mode=mode, block=block, variant=variant,
+                                     order=order)
+            rows.append({"mode": mode, "block": block, "variant": variant,
+                         "order": order or "auto", "sparsity": sparsity, **ops,
+                         "busy_cycles": counters["busy_cycles"], "ideal_cycles": ideal,
+                         "ratio": round(counters["busy_cycles"] / ideal, 3),
+                         "matches_golden": [(kind.name.lower(), i, s, m)
+                                            for kind, i, s, m in got[0]] == expect})
+
+    def speedup(mode, order):
+        by = {r["sparsity"]: r["busy_cycles"] for r in rows
+              if r["mode"] == mode and r["order"] == order and r["block"] == 1}
+        return round(by[0.0] / by[0.9], 2)
+    return {"n": n, "d": d, "timesteps": timesteps, "lanes": lanes, "rows": rows,
+            "speedup_90_vs_0": {"ssa auto": speedup("ssa", "auto"),
+                                "ssa q_kv": speedup("ssa", "q_kv")},
+            "max_ratio": max(r["ratio"] for r in rows)}
+
+
 def bench_synth(progress) -> list[dict]:
     """The self test on every board, then every core in the harness on every board."""
     from .boards.flow import synth_board
@@ -118,7 +167,22 @@ def to_markdown(result: dict) -> str:
            f"{r['ideal_cycles']} | {r['ratio']} | {r['matches_golden']} |" for r in syn["rows"]]
     sp = syn["speedup_90_vs_0"]
     md += ["", f"Speed-up at 90 % vs 0 % sparsity: **{sp['neuron']}x** (neuron sparsity), "
-           f"**{sp['spike']}x** (spike sparsity).", "",
+           f"**{sp['spike']}x** (spike sparsity).", ""]
+    att = result["attention"]
+    md += ["## AttentionCore: cycles vs ideal bound, by spike sparsity", "",
+           f"N={att['n']} tokens, D={att['d']} channels, T={att['timesteps']}, "
+           f"P={att['lanes']} LIF lanes; Q, K, V spikes silent independently with the given "
+           "probability. Silent key rows are dropped on arrival (`skipped`); `ops` are the "
+           "accumulate cycles issued. Target: ratio <= 1.15.", "",
+           "| mode | B | SDSA form | order | sparsity | key rows stored | skipped | ops | "
+           "busy cycles | ideal | ratio | matches golden |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['mode']} | {r['block']} | {r['variant'] if r['mode'] == 'sdsa' else ''} | "
+           f"{r['order'] if r['mode'] != 'sdsa' else ''} | {r['sparsity']:.0%} | {r['events']} | "
+           f"{r['skipped']} | {r['ops']} | {r['busy_cycles']} | {r['ideal_cycles']} | "
+           f"{r['ratio']} | {r['matches_golden']} |" for r in att["rows"]]
+    md += ["", "Speed-up at 90 % vs 0 % spike sparsity: " + ", ".join(
+        f"{name} **{x}x**" for name, x in att["speedup_90_vs_0"].items()), "",
            "## Board builds", "",
            "LIFSelfTest: the board self test (LIFArray N=64, W=16, P=1, constant θ/k). Cores:",
            "in the keep-alive harness with every input (config included) driven at random,",
@@ -143,8 +207,10 @@ def run_bench(progress=print, synth=True) -> int:
     lif = bench_lif_throughput()
     progress("SynapseEngine sparsity sweep (Amaranth simulator)")
     syn = bench_synapse_sparsity()
+    progress("AttentionCore modes x sparsity (Amaranth simulator)")
+    att = bench_attention()
     result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "lif_throughput": lif,
-              "synapse_sparsity": syn, "synth": bench_synth(progress) if synth else []}
+              "synapse_sparsity": syn, "attention": att, "synth": bench_synth(progress) if synth else []}
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "bench.json").write_text(json.dumps(result, indent=1))
