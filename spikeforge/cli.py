@@ -6,6 +6,9 @@
     spikeforge report [--no-golden]           golden report (accuracy, PINN errors, plots) and
                                               build/reports/*.json into a Markdown summary
     spikeforge bench                          Fmax/utilization and cycle benchmarks
+    spikeforge run --model digits-ssa|digits-sdsa|digits-statten|pinn-sin|pinn-multi
+                   [--sim golden | --port /dev/ttyUSB0] [--count N]
+                                              compile, load over the host link, run, compare
 Heavy imports happen inside the subcommands so `--help` stays instant.
 """
 
@@ -171,7 +174,75 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="benchmarks -> build/reports/bench.{md,json}")
     sp.set_defaults(func=cmd_bench)
+
+    sp = sub.add_parser("run", help="run a shipped network through the host link")
+    sp.add_argument("--model", choices=MODELS, default="digits-ssa")
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument("--sim", choices=("golden",), default="golden",
+                       help="the simulated device (golden reference; RTL: coming)")
+    where.add_argument("--port", default=None, help="serial port of a board")
+    sp.add_argument("--baud", type=int, default=115200)
+    sp.add_argument("--count", type=int, default=20,
+                    help="held-out digits, or PINN grid points")
+    sp.add_argument("--timesteps", type=int, default=16, help="PINN timesteps")
+    sp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
+    sp.set_defaults(func=cmd_run)
     return p
+
+
+MODELS = ("digits-ssa", "digits-sdsa", "digits-statten", "pinn-sin", "pinn-multi")
+
+
+def cmd_run(args) -> int:
+    """Compile a shipped network, load it through the host link, run it, compare with the
+    golden network. Transports: the golden reference device (`--sim golden`) or a board
+    on a serial port (`--port`); the RTL simulation transport comes with the Accelerator."""
+    import numpy as np
+    from .driver import AcceleratorLink, GoldenTransport, SerialTransport
+    from .golden.compile import compile_pinn, compile_transformer, pinn_input
+
+    if args.count < 1:
+        raise ValueError(f"--count must be positive, got {args.count}")
+    transport = (SerialTransport(args.port, args.baud) if args.port else GoldenTransport())
+    where = args.port or "the golden reference device"
+    link = AcceleratorLink(transport, timeout_s=args.timeout)
+    progress(f"host link to {where}: protocol version {link.ping()}")
+    family, name = args.model.split("-", 1)
+    if family == "digits":
+        from .golden import transformer as tf
+        model, _ = tf.load_int(tf.model_paths(name)[1])
+        program = compile_transformer(model)
+        images, labels = tf.digits_test_set()
+        images, labels = images[:args.count], labels[:args.count]
+        enc = tf.encode_input(images, model.cfg)
+        golden = model.run(enc).logits
+    else:
+        from .golden.pinn import convert, eval_grid, load_weights, snn_output_int
+        snn = convert(load_weights(name), args.timesteps, integer=True)
+        program = compile_pinn(snn)
+        x = eval_grid(args.count)
+        enc = pinn_input(snn, x)
+        golden = snn_output_int(snn, x)[:, None]
+    link.load_program(program)
+    progress(f"loaded {args.model}: {len(program.ops)} ops, T={program.timesteps}, "
+             f"input {link.input_shape}")
+    t0 = time.monotonic()
+    outputs = []
+    for k in range(len(enc)):
+        outputs.append(link.infer(enc[k])[0])
+        if (k + 1) % max(1, len(enc) // 10) == 0 or k + 1 == len(enc):
+            progress(f"{k + 1}/{len(enc)} inferences")
+    outputs = np.array(outputs)
+    identical = bool(np.array_equal(outputs, golden))
+    summary = {"model": args.model, "device": where, "inferences": len(enc),
+               "bit_identical_to_golden": identical, "seconds": round(time.monotonic() - t0, 2),
+               **link.counters()}
+    if family == "digits":
+        pred = outputs.argmax(axis=1)
+        summary["predictions"] = " ".join(map(str, pred))
+        summary["accuracy"] = round(float(np.mean(pred == labels)), 4)
+    print(json.dumps(summary, indent=1))
+    return 0 if identical else 1
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,172 @@
+"""Host driver for the accelerator's host link (golden/host_link.py, docs/host-link.md).
+
+One driver class, `AcceleratorLink`, over a transport with `write(bytes)` and
+`read(n, timeout_s) -> bytes` (fewer bytes on timeout):
+- `SerialTransport(port, baud)`: a board on a serial port (pyserial);
+- `GoldenTransport()`: the golden reference device in-process (the program runs on the
+  golden interpreter) — the same frames, the same code path.
+NACKs raise `DeviceError` naming the error; a device that does not answer raises
+`LinkTimeout` with what was expected.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .golden.compile import Program
+from .golden.host_link import (ACK_BIT, HEADER, MAX_PAYLOAD, NACK, SYNC, Cmd, Error,
+                               HostLinkDevice, Space, State, crc16, encode_frame)
+
+
+class DeviceError(RuntimeError):
+    def __init__(self, cmd: int, code: int):
+        self.cmd, self.code = cmd, code
+        try:
+            name = Error(code).name
+        except ValueError:
+            name = f"unknown error {code}"
+        try:
+            what = Cmd(cmd).name
+        except ValueError:
+            what = f"command 0x{cmd:02x}"
+        super().__init__(f"device refused {what}: {name}")
+
+
+class LinkTimeout(TimeoutError):
+    pass
+
+
+class GoldenTransport:
+    """The golden `HostLinkDevice`, answering in-process (bytes written are answered at once;
+    a read that finds nothing lets the line go idle, so partial frames time out)."""
+
+    def __init__(self, device: HostLinkDevice | None = None):
+        self.device = device or HostLinkDevice()
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.pending += self.device.feed(data)
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        if len(self.pending) < n:
+            self.pending += self.device.idle(self.device.timeout_bytes)
+        out, self.pending = bytes(self.pending[:n]), self.pending[n:]
+        return out
+
+
+class SerialTransport:
+    def __init__(self, port: str, baud: int = 115200):
+        try:
+            import serial
+        except ImportError as e:
+            raise RuntimeError("the serial transport needs pyserial: pip install '.[board]' "
+                               "(or pip install pyserial)") from e
+        self.port = serial.Serial(port, baud, timeout=0.1)
+
+    def write(self, data: bytes) -> None:
+        self.port.write(data)
+
+    def read(self, n: int, timeout_s: float) -> bytes:
+        self.port.timeout = timeout_s
+        return self.port.read(n)
+
+
+class AcceleratorLink:
+    def __init__(self, transport, timeout_s: float = 2.0):
+        self.transport, self.timeout_s = transport, timeout_s
+        self.seq = 0
+        self.input_shape: tuple[int, int, int] | None = None
+        self.output_shape: tuple[int, int] | None = None
+
+    # --- framing ---
+
+    def _read_exact(self, n: int, what: str) -> bytes:
+        data = self.transport.read(n, self.timeout_s)
+        if len(data) != n:
+            raise LinkTimeout(f"no answer from the device within {self.timeout_s} s "
+                              f"(waiting for {what}: got {len(data)} of {n} bytes)")
+        return data
+
+    def command(self, cmd: Cmd, payload: bytes = b"") -> bytes:
+        """Send one frame, return the ACK payload; NACK -> DeviceError."""
+        self.seq = (self.seq + 1) & 0xFF
+        self.transport.write(encode_frame(int(cmd), self.seq, payload))
+        while True:                                   # skip noise before the reply's SYNC
+            if self._read_exact(1, f"the reply to {cmd.name}")[0] == SYNC:
+                break
+        rest = self._read_exact(HEADER.size - 1, "the reply header")
+        _, rcmd, rseq, length = HEADER.unpack(bytes([SYNC]) + rest)
+        if length > MAX_PAYLOAD:
+            raise RuntimeError(f"corrupt reply: length {length} > {MAX_PAYLOAD}")
+        body = rest + self._read_exact(length, "the reply payload")
+        (crc,) = struct.unpack("<H", self._read_exact(2, "the reply CRC"))
+        if crc16(body) != crc:
+            raise RuntimeError(f"corrupt reply to {cmd.name}: CRC mismatch")
+        if rseq != self.seq:
+            raise RuntimeError(f"reply to sequence {rseq}, expected {self.seq}")
+        payload = body[4:]
+        if rcmd == NACK:
+            raise DeviceError(payload[0], payload[1])
+        if rcmd != int(cmd) | ACK_BIT:
+            raise RuntimeError(f"unexpected reply 0x{rcmd:02x} to {cmd.name}")
+        return payload
+
+    # --- memory ---
+
+    def write(self, space: Space, addr: int, data: bytes) -> None:
+        chunk = MAX_PAYLOAD - 5
+        for off in range(0, len(data), chunk):
+            self.command(Cmd.WRITE, struct.pack("<BI", space, addr + off)
+                         + data[off:off + chunk])
+
+    def read(self, space: Space, addr: int, count: int) -> bytes:
+        out = bytearray()
+        while len(out) < count:
+            n = min(MAX_PAYLOAD, count - len(out))
+            out += self.command(Cmd.READ, struct.pack("<BIH", space, addr + len(out), n))
+        return bytes(out)
+
+    # --- operations ---
+
+    def ping(self) -> int:
+        reply = self.command(Cmd.PING)
+        if reply[:4] != b"SFHL":
+            raise RuntimeError(f"not a spikeforge device: {reply!r}")
+        return struct.unpack("<H", reply[4:6])[0]
+
+    def load_program(self, program: Program | bytes) -> None:
+        image = program.to_bytes() if isinstance(program, Program) else bytes(program)
+        self.write(Space.PROGRAM, 0, image)
+        T, tokens, channels, out_tokens, out_channels = struct.unpack(
+            "<HHHHH", self.command(Cmd.LOAD, struct.pack("<I", len(image))))
+        self.input_shape, self.output_shape = (T, tokens, channels), (out_tokens, out_channels)
+
+    def infer(self, x) -> np.ndarray:
+        """One inference on encoded input [T, tokens, channels]; returns the output buffer
+        [tokens, channels] (readout sums)."""
+        if self.input_shape is None:
+            raise RuntimeError("no program loaded: call load_program first")
+        x = np.asarray(x)
+        if x.shape != self.input_shape:
+            raise ValueError(f"input must have shape {self.input_shape}, got {x.shape}")
+        if x.size and (x.min() < -2**15 or x.max() >= 2**15):
+            raise ValueError("input values must fit int16")
+        self.write(Space.INPUT, 0, x.astype("<i2").tobytes())
+        self.command(Cmd.RUN)
+        n = self.output_shape[0] * self.output_shape[1]
+        out = np.frombuffer(self.read(Space.OUTPUT, 0, 4 * n), dtype="<i4")
+        return out.astype(np.int64).reshape(self.output_shape)
+
+    def status(self) -> dict:
+        state, error, inferences = struct.unpack("<BBI", self.command(Cmd.STATUS))
+        return {"state": State(state).name, "last_error": Error(error).name if error else None,
+                "inferences": inferences}
+
+    def counters(self) -> dict:
+        inferences, ops, saturations = struct.unpack("<III", self.command(Cmd.COUNTERS))
+        return {"inferences": inferences, "ops": ops, "saturations": saturations}
+
+    def reset(self) -> None:
+        self.command(Cmd.RESET)
