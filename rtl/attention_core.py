@@ -220,9 +220,12 @@ class AttentionCore(wiring.Component):
         e_take = e_valid & e_sink_ready       # a beat leaves the serializer
         e_at_last = Signal()                  # e_g == G - 1
         to_serializer = Signal()              # S3 holds the last op of a row for it
-        # The whole pipeline stalls only while a finished row waits for the serializer.
-        # Every term is a register: `advance` fans out to every stage and memory port.
-        advance = ~to_serializer | ~e_valid | (e_at_last & e_sink_ready)
+        # The whole pipeline stalls only while a finished row waits for the serializer:
+        # advance = ~to_serializer | ~e_valid | (e_at_last & e_sink_ready). It fans out to
+        # every stage and memory port, so it is built from flags registered a cycle ahead
+        # (from the next-state values below): one LUT level before the fan-out.
+        blocked, last_to_lif, last_to_o = Signal(), Signal(), Signal()
+        advance = ~blocked | (last_to_lif & lif.i.ready) | (last_to_o & out_ready)
 
         # --- generator: loops over (outer, inner), one op per advancing cycle ---
         count = Signal(range(rows_max + 1))     # useful key rows of this block
@@ -364,8 +367,7 @@ class AttentionCore(wiring.Component):
         q_bit = s2_q.q.bit_select(s2.a, 1)     # q[a] (Q (KᵀV) rows)
         gate_src = Mux(variant == SDSAVariant.REFERENCE, s2_q.q, s2_q.v) & mask
         with m.If(advance):
-            m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2),
-                         to_serializer.eq(s2_valid & s2.last & (s2.op != _Op.KVB))]
+            m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2)]
             for lane in range(D):
                 by_op = {_Op.QK: Mux(s2_k.v[lane] & ~s2.zero, score, 0),
                          _Op.KVB: s2_k.v[lane] & k_bit & ~s2.zero,
@@ -389,12 +391,23 @@ class AttentionCore(wiring.Component):
                      kv_wr.en.eq(advance & s3_valid & s3.last & (s3.op == _Op.KVB))]
 
         # --- serializer -> LIF input (or `o` for GATE rows) ---
+        to_ser_n, e_valid_n, e_at_last_n, e_to_o_n = Signal(), Signal(), Signal(), Signal()
+        m.d.comb += [to_ser_n.eq(to_serializer), e_valid_n.eq(e_valid),
+                     e_at_last_n.eq(e_at_last), e_to_o_n.eq(e_to_o)]
+        with m.If(advance):
+            m.d.comb += to_ser_n.eq(s2_valid & s2.last & (s2.op != _Op.KVB))
         with m.If(advance & to_serializer):
-            m.d.sync += [e_valid.eq(1), e_row.eq(acc_next), e_g.eq(0), e_base.eq(s3.base),
-                         e_to_o.eq(s3.op == _Op.GATE), e_t0.eq(s3.t0),
-                         e_at_last.eq(G == 1)]
+            m.d.comb += [e_valid_n.eq(1), e_at_last_n.eq(G == 1),
+                         e_to_o_n.eq(s3.op == _Op.GATE)]
+            m.d.sync += [e_row.eq(acc_next), e_g.eq(0), e_base.eq(s3.base), e_t0.eq(s3.t0)]
         with m.Elif(e_take):
-            m.d.sync += [e_g.eq(e_g + 1), e_valid.eq(~e_at_last), e_at_last.eq(e_g == G - 2)]
+            m.d.comb += [e_valid_n.eq(~e_at_last), e_at_last_n.eq(e_g == G - 2)]
+            m.d.sync += e_g.eq(e_g + 1)
+        m.d.sync += [to_serializer.eq(to_ser_n), e_valid.eq(e_valid_n),
+                     e_at_last.eq(e_at_last_n), e_to_o.eq(e_to_o_n),
+                     blocked.eq(to_ser_n & e_valid_n),
+                     last_to_lif.eq(e_valid_n & e_at_last_n & ~e_to_o_n),
+                     last_to_o.eq(e_valid_n & e_at_last_n & e_to_o_n)]
         slice_ = data.ArrayLayout(unsigned(self.acc_width), P)
         e_slice = Signal(slice_)
         m.d.comb += e_slice.eq(e_row.as_value().word_select(e_g, self.acc_width * P))
