@@ -1,7 +1,8 @@
 """Golden view of the RTL `AttentionCore` (rtl/attention_core.py): the output beats it must
 produce (from `golden.attention`, the arithmetic spec) and its ideal cycle count.
 
-`attention_core_outputs` lists, per inference, the `o` beats in order: per timestep t,
+`attention_core_inputs` lists the `i` beats of one inference ({q, k, v} words, bit d =
+channel d, timestep-major). `attention_core_outputs` lists the `o` beats in order: per timestep t,
 SSA/STAtten: (ATTN, token·G + g, spikes, membranes) for every token and lane group g
 (G = D / lanes); SDSA: first the mask neurons' (MASK, g, ...) beats, then (GATED, token·G + g,
 spikes, zeros). Kinds are the strings "attn", "mask", "gated".
@@ -22,6 +23,8 @@ LIF_LATENCY from the last beat to its output. It is a lower bound of the RTL's b
 
 from __future__ import annotations
 
+import numpy as np
+
 from .attention import _check_block, _spike_tensors, cheaper_order, sdsa, statten
 from .lif import LIFParams
 
@@ -37,20 +40,51 @@ def _useful_rows(q, k, v, mode, variant):
     return k.any(axis=-1) & v.any(axis=-1)
 
 
-def attention_core_outputs(q, k, v, lif: LIFParams, *, mode: str = "ssa", block: int = 1,
-                           variant: str = "reference", lanes: int | None = None):
-    """The `o` beats of one inference: [(kind, index, spikes[lanes], membranes[lanes])]."""
+def _one_inference(q, k, v):
+    """Validated int64 Q, K, V of one inference, [T, N, D] each."""
     q, k, v = _spike_tensors(q, k, v)
     if q.ndim != 3:
         raise ValueError(f"q, k, v must be [T, N, D] for one inference, got {q.shape}")
+    return q, k, v
+
+
+def _golden(q, k, v, lif, mode, block, variant):
+    """The golden attention the core computes in `mode` (its LIF is the core's LIF)."""
+    if mode == "sdsa":
+        return sdsa(q, k, v, lif, variant=variant, record_membranes=True)
+    if mode not in ("ssa", "statten"):
+        raise ValueError(f"mode must be 'ssa', 'statten' or 'sdsa', got {mode!r}")
+    return statten(q, k, v, lif, block=block if mode == "statten" else 1,
+                   record_membranes=True)
+
+
+def attention_core_inputs(q, k, v) -> list[dict]:
+    """The `i` beats of one inference: {"q", "k", "v"} words per token row, timestep-major."""
+    q, k, v = _one_inference(q, k, v)
+    weights = 1 << np.arange(q.shape[-1], dtype=object)     # exact for any D
+    words = [(x.astype(object) * weights).sum(axis=-1) for x in (q, k, v)]
+    return [{"q": int(wq), "k": int(wk), "v": int(wv)}
+            for wq, wk, wv in zip(*(w.reshape(-1) for w in words))]
+
+
+def attention_core_sat_count(q, k, v, lif: LIFParams, *, mode: str = "ssa", block: int = 1,
+                             variant: str = "reference") -> int:
+    """Saturated lane-updates of the core's LIF (the mask neurons for SDSA)."""
+    return int(_golden(*_one_inference(q, k, v), lif, mode, block, variant).lif.sat_count)
+
+
+def attention_core_outputs(q, k, v, lif: LIFParams, *, mode: str = "ssa", block: int = 1,
+                           variant: str = "reference", lanes: int | None = None):
+    """The `o` beats of one inference: [(kind, index, spikes[lanes], membranes[lanes])]."""
+    q, k, v = _one_inference(q, k, v)
     T, N, D = q.shape
     P = D if lanes is None else lanes
     if P < 1 or D % P:
         raise ValueError(f"lanes={lanes!r} must divide D={D}")
     G = D // P
     beats = []
+    res = _golden(q, k, v, lif, mode, block, variant)
     if mode == "sdsa":
-        res = sdsa(q, k, v, lif, variant=variant, record_membranes=True)
         for t in range(T):
             mask, vm = res.lif.spikes[t], res.lif.membranes[t]
             beats += [("mask", g, mask[g * P:(g + 1) * P].tolist(),
@@ -58,9 +92,6 @@ def attention_core_outputs(q, k, v, lif: LIFParams, *, mode: str = "ssa", block:
             beats += [("gated", i * G + g, res.spikes[t, i, g * P:(g + 1) * P].tolist(),
                        [0] * P) for i in range(N) for g in range(G)]
         return beats
-    if mode not in ("ssa", "statten"):
-        raise ValueError(f"mode must be 'ssa', 'statten' or 'sdsa', got {mode!r}")
-    res = statten(q, k, v, lif, block=block if mode == "statten" else 1, record_membranes=True)
     for t in range(T):
         beats += [("attn", i * G + g, res.spikes[t, i, g * P:(g + 1) * P].tolist(),
                    res.lif.membranes[t, i, g * P:(g + 1) * P].tolist())
@@ -70,8 +101,8 @@ def attention_core_outputs(q, k, v, lif: LIFParams, *, mode: str = "ssa", block:
 
 def _schedule(q, k, v, mode, block, variant, order):
     """(N, D, B, order, useful [T, N], stored key rows per block, at least 1)."""
-    q, k, v = _spike_tensors(q, k, v)
-    T, N, D = q.shape[-3:]
+    q, k, v = _one_inference(q, k, v)
+    T, N, D = q.shape
     B = block if mode == "statten" else 1
     _check_block(B, T)
     if order is None:

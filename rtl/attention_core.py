@@ -1,6 +1,6 @@
 """AttentionCore: spiking self-attention (design.md §5) on binary Q, K, V tiles, bit-exact
-with `spikeforge.golden.attention` (`ssa`, `statten`, `sdsa`); cycle model in
-`spikeforge.golden.attention_cycles`.
+with `spikeforge.golden.attention` (`ssa`, `statten`, `sdsa`); beat order and cycle model
+in `spikeforge.golden.attention_core`.
 
 Input `i`: one token row {q, k, v} (D bits each) per beat, timestep-major, T·N beats per
 inference. A block of B timesteps (B = 1 for SSA and SDSA) is loaded, then computed:
@@ -148,7 +148,7 @@ class AttentionCore(wiring.Component):
         })
 
     def outputs_per_inference(self, mode: str) -> int:
-        """o beats of one inference (the bench and the driver count them)."""
+        """o beats of one inference (the test benches count them)."""
         per_t = self.n * self.groups + (self.groups if mode == "sdsa" else 0)
         return self.timesteps * per_t
 
@@ -181,7 +181,8 @@ class AttentionCore(wiring.Component):
         cfg_ok = Signal()
         block_ok = Cat(self.cfg.block == b for b in range(1, self.max_block + 1)
                        if T % b == 0).any()
-        m.d.comb += cfg_ok.eq(~active & (self.cfg.mode.as_value() != 3) & (self.cfg.order.as_value() != 3) &
+        known = (self.cfg.mode.as_value() != 3) & (self.cfg.order.as_value() != 3)
+        m.d.comb += cfg_ok.eq(~active & known &
                               ((self.cfg.mode != AttnMode.STATTEN) | block_ok))
         # Rows per block and timesteps per block, registered (they gate the input's ready).
         new_block = Mux(self.cfg.mode == AttnMode.STATTEN, self.cfg.block, 1)
@@ -310,7 +311,8 @@ class AttentionCore(wiring.Component):
         with m.If(~active):
             m.d.sync += wait_drain.eq(0)
 
-        last_block = t_done + Mux(is_sdsa, 1, block) == T
+        block_steps = Mux(is_sdsa, 1, block)    # timesteps per block
+        last_block = t_done + block_steps == T
         with m.FSM(init="LOAD"):
             with m.State("LOAD"):
                 m.d.comb += self.i.ready.eq((ld_left != 0) & ~wait_drain)
@@ -346,7 +348,7 @@ class AttentionCore(wiring.Component):
                     with m.If(last_block):
                         m.d.sync += [t_done.eq(0), wait_drain.eq(1)]
                     with m.Else():
-                        m.d.sync += t_done.eq(t_done + Mux(is_sdsa, 1, block))
+                        m.d.sync += t_done.eq(t_done + block_steps)
                     m.next = "LOAD"
 
         # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow), and
@@ -358,7 +360,8 @@ class AttentionCore(wiring.Component):
             m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1), s2_q.eq(q_rd.data),
                          s2_k.eq(k_rd.data), s2_kv.eq(kv_rd.data)]
             for p in range(pairs):
-                m.d.sync += s2_pairs[p].eq(both[2 * p] + (both[2 * p + 1] if 2 * p + 1 < D else 0))
+                second = both[2 * p + 1] if 2 * p + 1 < D else 0
+                m.d.sync += s2_pairs[p].eq(both[2 * p] + second)
 
         # --- S2 -> S3: the addend of every lane (AND + popcount, no multiplier) ---
         score = Signal(range(D + 1))
@@ -417,12 +420,11 @@ class AttentionCore(wiring.Component):
         for lane in range(P):
             m.d.comb += lif.i.payload.current[lane].eq(e_slice[lane])
 
-        # --- output: LIF updates or gated rows, through a skid
-        # buffer so that no ready reaches the LIF or the pipeline combinationally ---
+        # --- output: LIF updates or gated rows, through a skid buffer so that no ready
+        # reaches the LIF or the pipeline combinationally ---
         # Gated rows and LIF outputs never overlap: gating starts once the mask beats are
         # all out, and the next mask row enters the serializer after the last gated row.
         gate_out = e_valid & e_to_o
-        lif_update = lif.o.valid
         m.d.comb += lif.o.ready.eq(out_ready)
         beat = Signal(self.o_layout)
         with m.If(gate_out):
@@ -434,7 +436,7 @@ class AttentionCore(wiring.Component):
                          beat.index.eq(lif.o.payload.index),
                          beat.spikes.eq(lif.o.payload.spikes),
                          beat.membrane.eq(lif.o.payload.membrane)]
-        beat_in = out_ready & (gate_out | lif_update)
+        beat_in = out_ready & (gate_out | lif.o.valid)
         skid_valid, skid = Signal(), Signal(self.o_layout)
         m.d.comb += out_ready.eq(~skid_valid)
         with m.If(self.o.ready | ~self.o.valid):

@@ -177,8 +177,9 @@ class LIFArray(wiring.Component):
                                                    v_b[lane] >> leak_shift, 0))
 
         # Stage S: l = v - (v >> k); x - θ and x + θ off the critical path.
-        # LOAD and FIRST: l = 0 so the sum is the loaded value (the first step's current); READ: x = 0 so the sum is the stored
-        # membrane (which fits, so it never saturates).
+        # LOAD and FIRST: l = 0, so the sum is the loaded value (FIRST: the first step's
+        # current); READ: x = 0, so the sum is the stored membrane (which fits, so it never
+        # saturates).
         c_leaked, c_x = Signal(word), Signal(data.ArrayLayout(signed(self.in_width), P))
         c_x_minus, c_x_plus = Signal(wide), Signal(wide)
         with m.If(advance):

@@ -116,7 +116,9 @@ def run_attention_core(dut, inferences, *, configs=None, gap=0.0, stall=0.0, see
                        timeout=100_000):
     """Each inference is (q, k, v) binary [T, N, D] arrays; `configs` (one per inference,
     or None) are dicts of `cfg` / `lif_cfg` fields written before it. Returns the output beats
-    (kind, index, spikes, membranes) per inference and the counters at the end."""
+    per inference as golden `attention_core_outputs` lists them ("attn" / "mask" / "gated",
+    index, spikes, membranes) and the counters at the end."""
+    from ..golden.attention_core import attention_core_inputs
     from ..rtl.attention_core import AttnMode
     rng = random.Random(seed)
     results, counters = [], {}
@@ -126,7 +128,7 @@ def run_attention_core(dut, inferences, *, configs=None, gap=0.0, stall=0.0, see
 
     async def source(ctx):
         nonlocal mode
-        for k, ((q, k_, v), cfg) in enumerate(zip(inferences, configs)):
+        for n, ((q, k, v), cfg) in enumerate(zip(inferences, configs)):
             if cfg is not None:
                 while ctx.get(dut.busy):
                     await ctx.tick()
@@ -144,21 +146,18 @@ def run_attention_core(dut, inferences, *, configs=None, gap=0.0, stall=0.0, see
                         ctx.set(port.we, 0)
                 if "mode" in cfg:
                     mode = "sdsa" if cfg["mode"] == AttnMode.SDSA else "ssa"
-            n_out[k] = dut.outputs_per_inference(mode)
-            for t in range(q.shape[0]):
-                for i in range(q.shape[1]):
-                    bits = [int(sum(int(b) << c for c, b in enumerate(x[t, i])))
-                            for x in (q, k_, v)]
-                    await stream_put(ctx, dut.i, dict(zip("qkv", bits)), rng, gap)
+            n_out[n] = dut.outputs_per_inference(mode)
+            for row in attention_core_inputs(q, k, v):
+                await stream_put(ctx, dut.i, row, rng, gap)
 
     async def sink(ctx):
-        for k in range(len(inferences)):
-            while n_out[k] is None:
+        for n in range(len(inferences)):
+            while n_out[n] is None:
                 await ctx.tick()
             beats = []
-            for _ in range(n_out[k]):
+            for _ in range(n_out[n]):
                 payload, _ = await stream_get(ctx, dut.o, rng, stall, timeout)
-                beats.append((payload.kind, int(payload.index),
+                beats.append((payload.kind.name.lower(), int(payload.index),
                               [int(s) for s in payload.spikes],
                               [int(x) for x in payload.membrane]))
             results.append(beats)

@@ -17,16 +17,16 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Event, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles, Event, RisingEdge
 
-from ..golden.attention import attention_y, sdsa_colsum
-from ..golden.attention_core import (attention_core_cycles, attention_core_ops,
-                                     attention_core_outputs)
-from ..golden.lif import LIFParams, lif_array
+from ..golden.attention_core import (attention_core_cycles, attention_core_inputs,
+                                     attention_core_ops, attention_core_outputs,
+                                     attention_core_sat_count)
+from ..golden.lif import LIFParams
 from ..rtl.attention_core import MODE_OF, ORDER_OF, VARIANT_OF, AttentionCore, OutKind
 from .runner import RunResult, SimBuild, build_component, finish_cases, load_stimulus
-from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack,
-                      start_and_reset)
+from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink,
+                      counter_mismatches, pack, read_counters, start_and_reset, wait_case)
 
 TOPLEVEL = "attention_core"
 CLOCK_NS = 10
@@ -50,22 +50,6 @@ def run_attention(build: SimBuild, cases: list[dict], *, gap_prob=0.0, backpress
     config = dict(core=build.params, settings=settings, gap_prob=gap_prob,
                   backpressure_prob=backpressure_prob, seed=seed, corrupt_case=corrupt_case)
     return build.run(__name__, config, arrays, seed=seed, check=check)
-
-
-def expected_sat_count(q, k, v, lif: LIFParams, setting: dict) -> int:
-    """Saturated lane-updates of the core's LIF (mask neurons for SDSA)."""
-    T = q.shape[0]
-    if setting["mode"] == "sdsa":
-        y = sdsa_colsum(q, k, v, variant=setting["variant"])
-    else:
-        block = setting["block"] if setting["mode"] == "statten" else 1
-        y = attention_y(q, k, v, block=block)
-    return int(lif_array(y.reshape(T, -1), lif).sat_count)
-
-
-def _unsigned(handle) -> int:
-    value = handle.value
-    return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)  # 1 bit
 
 
 @cocotb.test()
@@ -123,32 +107,26 @@ async def attention_cases(dut):
 
         received[0], target[0] = 0, len(expect)
         case_done.clear()
-        for t in range(T):
-            for i in range(N):
-                bits = {key: int(sum(int(b) << c for c, b in enumerate(x[t, i])))
-                        for key, x in zip("qkv", (q, k, v))}
-                rows_in.send(pack(core.i_layout, bits))
+        for row in attention_core_inputs(q, k, v):
+            rows_in.send(pack(core.i_layout, row))
         ideal = attention_core_cycles(q, k, v, mode=setting["mode"], block=setting["block"],
                                       variant=setting["variant"], order=setting["order"],
                                       lanes=core.lanes)
-        slack = (1 - config["gap_prob"]) * (1 - config["backpressure_prob"])
-        budget = int(4 * ideal / max(slack, 0.05)) + 500
-        try:
-            await with_timeout(case_done.wait(), budget * CLOCK_NS, "ns")
-        except SimTimeoutError:
+        if not await wait_case(case_done, ideal, gap_prob=config["gap_prob"],
+                               backpressure_prob=config["backpressure_prob"],
+                               clock_ns=CLOCK_NS, margin_cycles=500):
             errors.append(f"case {n}: {received[0]} of {len(expect)} output beats")
             break
         await ClockCycles(dut.clk, 3)
         counts = attention_core_ops(q, k, v, mode=setting["mode"], block=setting["block"],
                                     variant=setting["variant"], order=setting["order"])
-        got = {name: _unsigned(getattr(dut, name))
-               for name in ("events", "skipped", "ops", "sat_count", "cfg_error", "busy")}
-        want = {**counts, "sat_count": expected_sat_count(q, k, v, lif, setting),
-                "cfg_error": 0, "busy": 0}
-        errors += [f"case {n} ({setting['mode']}) {name}: got {got[name]}, expected "
-                   f"{want[name]}" for name in want if got[name] != want[name]]
+        want = {**counts, "cfg_error": 0, "busy": 0,
+                "sat_count": attention_core_sat_count(q, k, v, lif, mode=setting["mode"],
+                                                      block=setting["block"],
+                                                      variant=setting["variant"])}
+        got = read_counters(dut, [*want, "busy_cycles"])
+        errors += counter_mismatches(f"case {n} ({setting['mode']})", got, want)
         per_case.append({**setting, "n": N, "d": D, "t": T,
                          "sparsity": float(1 - (q.mean() + k.mean() + v.mean()) / 3),
-                         "busy_cycles": dut.busy_cycles.value.to_unsigned(),
-                         "ideal_cycles": ideal, **counts})
+                         "busy_cycles": got["busy_cycles"], "ideal_cycles": ideal, **counts})
     finish_cases(scoreboard, errors, per_case, tasks)

@@ -20,7 +20,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 
 
 def pack(layout, value) -> int:
@@ -82,6 +82,33 @@ async def start_and_reset(dut, inputs, clock_ns: float, cycles: int = 2) -> None
     _kick_comb_blocks(dut)
     await ClockCycles(dut.clk, cycles)
     dut.rst.value = 0
+
+
+def read_counters(dut, names) -> dict:
+    """The named output ports as unsigned ints (1-bit ports read as Logic, wider as arrays)."""
+    values = {}
+    for name in names:
+        value = getattr(dut, name).value
+        values[name] = value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
+    return values
+
+
+def counter_mismatches(label: str, got: dict, want: dict) -> list[str]:
+    return [f"{label} {name}: got {got[name]}, expected {want[name]}"
+            for name in want if got[name] != want[name]]
+
+
+async def wait_case(done, work_cycles: int, *, gap_prob: float, backpressure_prob: float,
+                    clock_ns: float, margin_cycles: int) -> bool:
+    """Wait for `done` (a cocotb Event) with a budget of 4x the ideal work, stretched by the
+    random input gaps and output pauses; False if the case did not finish in it."""
+    slack = (1 - gap_prob) * (1 - backpressure_prob)
+    budget = int(4 * work_cycles / max(slack, 0.05)) + margin_cycles
+    try:
+        await with_timeout(done.wait(), budget * clock_ns, "ns")
+    except SimTimeoutError:
+        return False
+    return True
 
 
 def _high(handle) -> bool:

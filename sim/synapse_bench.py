@@ -15,14 +15,14 @@ import random
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, Event, RisingEdge, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles, Event, RisingEdge
 
 from ..golden.synapse import pack_spikes, synapse_engine, synapse_engine_cycles
 from ..rtl.lif_array import LIFOp
 from ..rtl.synapse_engine import LoadTarget, SynapseEngine
 from .runner import RunResult, SimBuild, build_component, finish_cases, load_stimulus
-from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink, pack,
-                      start_and_reset)
+from .streams import (Scoreboard, StreamDriver, StreamMonitor, StreamSink,
+                      counter_mismatches, pack, read_counters, start_and_reset, wait_case)
 
 TOPLEVEL = "synapse_engine"
 CLOCK_NS = 10
@@ -144,20 +144,16 @@ async def synapse_cases(dut):
         received[0] = 0
         case_done.clear()
         await _send_all(events_in, beats, dut.clk)
-        slack = (1 - config["gap_prob"]) * (1 - config["backpressure_prob"])
-        budget = int(4 * (len(beats) * G + T * G) / max(slack, 0.05)) + 200
-        try:
-            await with_timeout(case_done.wait(), budget * CLOCK_NS, "ns")
-        except SimTimeoutError:
+        if not await wait_case(case_done, len(beats) * G + T * G, gap_prob=config["gap_prob"],
+                               backpressure_prob=config["backpressure_prob"],
+                               clock_ns=CLOCK_NS, margin_cycles=200):
             counter_errors.append(f"case {k}: drain incomplete ({received[0]} of {T * G})")
             break
         await ClockCycles(dut.clk, 2)
-        got = {"events": dut.events.value.to_unsigned(), "skipped": dut.skipped.value.to_unsigned(),
-               "index_error": int(dut.index_error.value)}
         want = {"events": n_events, "skipped": n_silent, "index_error": int(n_bad > 0)}
-        counter_errors += [f"case {k} {name}: got {got[name]}, expected {want[name]}"
-                           for name in got if got[name] != want[name]]
+        got = read_counters(dut, [*want, "busy_cycles"])
+        counter_errors += counter_mismatches(f"case {k}", got, want)
         per_case.append({"events": n_events, "silent": n_silent, "bad": n_bad,
-                         "busy_cycles": dut.busy_cycles.value.to_unsigned(),
+                         "busy_cycles": got["busy_cycles"],
                          "ideal_cycles": synapse_engine_cycles(n_events, core.n_out, P, T)})
     finish_cases(scoreboard, counter_errors, per_case, tasks)

@@ -111,8 +111,7 @@ def bench_attention(n=8, d=16, timesteps=4, lanes=4, sparsities=(0.0, 0.5, 0.9, 
                          "order": order or "auto", "sparsity": sparsity, **ops,
                          "busy_cycles": counters["busy_cycles"], "ideal_cycles": ideal,
                          "ratio": round(counters["busy_cycles"] / ideal, 3),
-                         "matches_golden": [(kind.name.lower(), i, s, m)
-                                            for kind, i, s, m in got[0]] == expect})
+                         "matches_golden": got[0] == expect})
 
     def speedup(mode, order):
         by = {r["sparsity"]: r["busy_cycles"] for r in rows
