@@ -46,20 +46,27 @@ def accumulator_width(n_in: int, weight_width: int, bias_width: int | None = Non
 
 def synapse_engine(events, weights, timesteps: int, bias=None, weight_width: int = 8,
                    bias_width: int | None = None) -> np.ndarray:
-    """Currents [T, N_out] for an event list [(index, word)] and weights [N_out, N_in]."""
+    """Currents [T, N_out] for an event list [(index, word)] and weights [N_out, N_in].
+    An event may be `(index, word, shift, negate)`: the weight column is added `<< shift`
+    (one bit plane of a multi-bit input), subtracted if `negate` (the −1 plane of signed
+    spikes): the RTL's `max_shift` / `signed_events` fields."""
     w = as_int_array("weights", weights, (2,))
     lo, hi = signed_range(weight_width)
     if w.size and (w.min() < lo or w.max() > hi):
         raise ValueError(f"weights must fit signed {weight_width}-bit [{lo}, {hi}]")
     n_out, n_in = w.shape
     acc = np.zeros((timesteps, n_out), dtype=np.int64)
-    for index, word in events:
+    for index, word, *plane in events:
+        shift, negate = (tuple(plane) + (0, 0))[:2]
         if not 0 <= index < n_in:
             raise ValueError(f"event index {index} out of range for {n_in} input neurons")
         if not 0 <= word < (1 << timesteps):
             raise ValueError(f"event word {word:#x} has bits beyond T={timesteps}")
         bits = (word >> np.arange(timesteps)) & 1
-        acc += bits[:, None] * w[:, index][None, :]
+        if not (isinstance(shift, (int, np.integer)) and shift >= 0):
+            raise ValueError(f"event shift must be a non-negative integer, got {shift!r}")
+        column = (w[:, index] << int(shift)) * (-1 if negate else 1)
+        acc += bits[:, None] * column[None, :]
     if bias is not None:
         b = as_int_array("bias", bias, (1,))
         if b.shape != (n_out,):

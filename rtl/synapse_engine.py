@@ -11,6 +11,13 @@ accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats
 cleared: connect `o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`.
 Weights and biases are written at run time through `load` while the engine is idle
 (`data` holds the lanes packed at `weight_width`, or `bias_width`, bit stride).
+
+For the Accelerator (one engine serving layers of different shapes), `row_addressing=True`
+makes events carry `row`, the weight address of their group 0 (word `row + g`), and the run-time
+input `active_groups` (1..n_out/lanes) sets the groups per event and drain; `max_shift > 0` adds an
+event field `shift` (the weight is added `<< shift`: one bit plane of a multi-bit input) and
+`signed_events` a field `negate` (subtracted: the −1 plane of signed spikes). `active_groups`, like
+the weights, changes only while the engine is idle.
 """
 
 import numpy as np
@@ -32,7 +39,8 @@ class LoadTarget(enum.Enum, shape=1):
 
 class SynapseEngine(wiring.Component):
     def __init__(self, *, n_in, n_out, lanes=1, timesteps=4, weight_width=8, bias_width=None,
-                 weights=None, bias=None):
+                 weights=None, bias=None, row_addressing=False, weight_depth=None,
+                 max_shift=0, signed_events=False, acc_width=None):
         for name, value in (("n_in", n_in), ("n_out", n_out), ("lanes", lanes),
                             ("timesteps", timesteps)):
             if not isinstance(value, int) or value < 1:
@@ -43,24 +51,46 @@ class SynapseEngine(wiring.Component):
             raise ValueError(f"weight_width must be an integer >= 2, got {weight_width!r}")
         if bias_width is not None and (not isinstance(bias_width, int) or bias_width < 2):
             raise ValueError(f"bias_width must be None or an integer >= 2, got {bias_width!r}")
+        if not isinstance(max_shift, int) or max_shift < 0:
+            raise ValueError(f"max_shift must be a non-negative integer, got {max_shift!r}")
+        if weights is not None and row_addressing:
+            raise ValueError("initial weights need index addressing (row_addressing=False)")
         self.n_in, self.n_out, self.lanes, self.timesteps = n_in, n_out, lanes, timesteps
         self.weight_width, self.bias_width = weight_width, bias_width
+        self.row_addressing, self.max_shift = row_addressing, max_shift
+        self.signed_events = signed_events
         self.groups = n_out // lanes
-        self.acc_width = accumulator_width(n_in, weight_width)
-        self.current_width = accumulator_width(n_in, weight_width, bias_width)
+        self.weight_depth = n_in * self.groups if weight_depth is None else weight_depth
+        if not isinstance(self.weight_depth, int) or self.weight_depth < 1:
+            raise ValueError(f"weight_depth must be a positive integer, got {weight_depth!r}")
+        # Exact for n_in events per plane: each plane doubles the largest magnitude.
+        exact = accumulator_width(n_in, weight_width) + max_shift
+        if acc_width is not None and (not isinstance(acc_width, int) or acc_width < 2):
+            raise ValueError(f"acc_width must be None or an integer >= 2, got {acc_width!r}")
+        self.acc_width = exact if acc_width is None else acc_width
+        self.current_width = (accumulator_width(n_in, weight_width, bias_width) + max_shift
+                              if acc_width is None else
+                              self.acc_width if bias_width is None else
+                              max(self.acc_width, bias_width) + 1)
         self.index_width = max(1, ceil_log2(n_in))
         self.group_width = max(1, ceil_log2(self.groups))
         self.weight_init = self._weight_words(weights)
         self.bias_init = self._bias_words(bias)
 
         load_width = lanes * max(weight_width, bias_width or 0)
-        self.i_layout = data.StructLayout({"index": unsigned(self.index_width),
-                                           "spikes": unsigned(timesteps), "last": 1})
+        event = {"index": unsigned(self.index_width), "spikes": unsigned(timesteps), "last": 1}
+        if row_addressing:
+            event["row"] = unsigned(max(1, ceil_log2(self.weight_depth)))
+        if max_shift:
+            event["shift"] = range(max_shift + 1)
+        if signed_events:
+            event["negate"] = 1
+        self.i_layout = data.StructLayout(event)
         self.o_layout = data.StructLayout({
             "op": LIFOp, "index": unsigned(self.group_width),
             "current": data.ArrayLayout(signed(self.current_width), lanes)})
         self.load_layout = data.StructLayout({
-            "target": LoadTarget, "addr": unsigned(max(1, ceil_log2(n_in * self.groups))),
+            "target": LoadTarget, "addr": unsigned(max(1, ceil_log2(self.weight_depth))),
             "data": unsigned(load_width)})
         super().__init__({
             "i": In(stream.Signature(self.i_layout)),
@@ -72,6 +102,8 @@ class SynapseEngine(wiring.Component):
             "skipped": Out(32),
             "index_error": Out(1),
             "clear_counters": In(1),
+            **({"active_groups": In(range(1, self.groups + 1), init=self.groups)}
+               if row_addressing else {}),
         })
 
     def _weight_words(self, weights):
@@ -109,7 +141,7 @@ class SynapseEngine(wiring.Component):
         acc_word = data.ArrayLayout(data.ArrayLayout(signed(self.acc_width), P), T)
         weight_word = data.ArrayLayout(signed(self.weight_width), P)
 
-        m.submodules.weights = wmem = Memory(shape=weight_word, depth=self.n_in * G,
+        m.submodules.weights = wmem = Memory(shape=weight_word, depth=self.weight_depth,
                                              init=self.weight_init)
         m.submodules.accs = amem = Memory(shape=acc_word, depth=G, init=[])
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
@@ -124,6 +156,16 @@ class SynapseEngine(wiring.Component):
         d_index = Signal(self.index_width)
         d_spikes = Signal(T)
         d_group = Signal(self.group_width)
+        d_row = Signal(self.i_layout["row"].shape if self.row_addressing else 1)
+        d_shift = Signal(range(self.max_shift + 1))
+        d_negate = Signal()
+        # The group count: run-time with row addressing (held while busy), else n_out / P.
+        g_last = Signal(self.group_width)        # groups - 1
+        g_one = Signal()                         # a single group
+        if self.row_addressing:
+            m.d.comb += [g_last.eq(self.active_groups - 1), g_one.eq(self.active_groups == 1)]
+        else:
+            m.d.comb += [g_last.eq(G - 1), g_one.eq(G == 1)]
         d_at_last = Signal()                    # registered d_group == G - 1
         d_done = d_valid & d_at_last            # dispatch frees up after this cycle
         pending_last = Signal()                 # drain once the pipeline is empty
@@ -133,6 +175,8 @@ class SynapseEngine(wiring.Component):
         # clock-to-out is too slow to add and write back in the same cycle.
         f_valid, f_group, f_spikes = Signal(), Signal(self.group_width), Signal(T)
         u_valid, u_group, u_spikes = Signal(), Signal(self.group_width), Signal(T)
+        f_shift, u_shift = Signal.like(d_shift), Signal.like(d_shift)
+        f_negate, u_negate = Signal(), Signal()
         u_w, u_acc = Signal(weight_word), Signal(acc_word)
         lw1_valid, lw1_group, lw1_acc = Signal(), Signal(self.group_width), Signal(acc_word)
 
@@ -147,16 +191,26 @@ class SynapseEngine(wiring.Component):
         new_event = take & ~silent & in_range
         with m.If(new_event):
             m.d.sync += [d_index.eq(self.i.payload.index), d_spikes.eq(self.i.payload.spikes),
-                         d_group.eq(0), d_valid.eq(1), d_at_last.eq(G == 1)]
+                         d_group.eq(0), d_valid.eq(1), d_at_last.eq(g_one)]
+            if self.row_addressing:
+                m.d.sync += d_row.eq(self.i.payload.row)
+            if self.max_shift:
+                m.d.sync += d_shift.eq(self.i.payload.shift)
+            if self.signed_events:
+                m.d.sync += d_negate.eq(self.i.payload.negate)
         with m.Elif(d_valid):
             m.d.sync += [d_group.eq(d_group + 1), d_valid.eq(~d_done),
-                         d_at_last.eq(d_group == G - 2)]
+                         d_at_last.eq(d_group + 1 == g_last)]
         with m.If(take & self.i.payload.last):
             m.d.sync += pending_last.eq(1)
         with m.If(take & ~in_range):
             m.d.sync += self.index_error.eq(1)
 
-        m.d.comb += [w_rd.addr.eq(d_index * G + d_group), w_rd.en.eq(1)]
+        if self.row_addressing:
+            m.d.comb += w_rd.addr.eq(d_row + d_group)
+        else:
+            m.d.comb += w_rd.addr.eq(d_index * G + d_group)
+        m.d.comb += w_rd.en.eq(1)
         # Update: the accumulator read issued with the dispatch misses the two writes made
         # while it travelled (the beats one and two ahead). The older one is the last
         # write (lw1) while the beat is in F: merged there. The newer one is U's beat now,
@@ -164,17 +218,27 @@ class SynapseEngine(wiring.Component):
         # wide mux in U is a 2:1 driven by a register.
         u_from_lw1 = Signal()
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
+                     f_shift.eq(d_shift), f_negate.eq(d_negate),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
+                     u_shift.eq(f_shift), u_negate.eq(f_negate),
                      u_w.eq(w_rd.data),
                      u_acc.eq(Mux(lw1_valid & (lw1_group == f_group), lw1_acc, a_rd.data)),
                      u_from_lw1.eq(u_valid & (u_group == f_group))]
+        # The weight term of a lane, shifted and negated (bit planes, signed spikes). With
+        # neither feature this is the weight itself (no logic).
+        term_width = self.weight_width + self.max_shift + self.signed_events
+        u_term = Signal(data.ArrayLayout(signed(term_width), P))
+        for lane in range(P):
+            shifted = u_w[lane] << u_shift if self.max_shift else u_w[lane]
+            m.d.comb += u_term[lane].eq(Mux(u_negate, -shifted, shifted)
+                                        if self.signed_events else shifted)
         acc_in = Signal(acc_word)
         acc_out = Signal(acc_word)
         m.d.comb += acc_in.eq(Mux(u_from_lw1, lw1_acc, u_acc))
         for t in range(T):
             for lane in range(P):
                 m.d.comb += acc_out[t][lane].eq(
-                    acc_in[t][lane] + Mux(u_spikes[t], u_w[lane], 0))
+                    acc_in[t][lane] + Mux(u_spikes[t], u_term[lane], 0))
         m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out)]
 
         # --- drain: timestep-major read of every group, + bias, clear after the last t ---
@@ -196,7 +260,7 @@ class SynapseEngine(wiring.Component):
         with m.If(advance & ~pending_last):
             m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group)]
             with m.If(r_active):
-                with m.If(r_group == G - 1):
+                with m.If(r_group == g_last):
                     m.d.sync += [r_group.eq(0), r_t.eq(r_t + 1)]
                     with m.If(r_t == T - 1):
                         m.d.sync += r_active.eq(0)

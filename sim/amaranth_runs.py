@@ -68,21 +68,27 @@ def run_lif_array(dut, beats, *, gap=0.0, stall=0.0, seed=0):
     return out, state
 
 
-def run_synapse_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=()):
-    """Each inference is a list of (index, word) events, the last one flagged `last`.
-    `loads` are (addr, LoadTarget, packed data) writes done first. Returns the drained
-    currents per inference ([T, n_out] each) and the counters at the end."""
+def run_synapse_engine(dut, inferences, *, gap=0.0, stall=0.0, seed=0, loads=(),
+                       active_groups=None):
+    """Each inference is a list of events, (index, word) or payload dicts, the last one
+    flagged `last`. `loads` are (addr, LoadTarget, packed data) writes done first;
+    `active_groups` is set for a row-addressed engine. Returns the drained currents per
+    inference ([T, n_out] each) and the counters at the end."""
     rng = random.Random(seed)
-    T, G, P = dut.timesteps, dut.groups, dut.lanes
+    T, P = dut.timesteps, dut.lanes
+    G = dut.groups if active_groups is None else active_groups
     results, counters = [], {}
 
     async def source(ctx):
+        if active_groups is not None:
+            ctx.set(dut.active_groups, active_groups)
         for addr, target, words in loads:
             await stream_put(ctx, dut.load, {"target": target, "addr": addr, "data": words})
         for beats in inferences:
-            for k, (index, word) in enumerate(beats):
-                await stream_put(ctx, dut.i, {"index": index, "spikes": word,
-                                              "last": k == len(beats) - 1}, rng, gap)
+            for k, beat in enumerate(beats):
+                if not isinstance(beat, dict):
+                    beat = {"index": beat[0], "spikes": beat[1]}
+                await stream_put(ctx, dut.i, {**beat, "last": k == len(beats) - 1}, rng, gap)
 
     async def sink(ctx):
         for _ in inferences:

@@ -102,3 +102,34 @@ def test_silent_beats_are_dropped_on_arrival():
     assert counters["events"] == events and counters["skipped"] == silent
     ideal = synapse_engine_cycles(events, n_out, lanes, T)
     assert counters["busy_cycles"] <= 1.15 * ideal + silent
+
+
+@pytest.mark.parametrize("lanes,active,T", [(4, 2, 4), (2, 3, 4), (1, 1, 2), (4, 4, 3)])
+def test_row_addressing_planes_and_signed_events(lanes, active, T):
+    """Accelerator mode: events carry their weight row; `active_groups` of the built groups
+    are used; shifted (bit-plane) and negated (signed-spike) events against the golden engine."""
+    n_in, n_out_max, depth = 12, 4 * lanes, 96
+    rng = np.random.default_rng(lanes * 10 + active + T)
+    n_out = active * lanes
+    w = rng.integers(-128, 128, size=(n_out, n_in))
+    dut = SynapseEngine(n_in=n_in, n_out=n_out_max, lanes=lanes, timesteps=T,
+                        row_addressing=True, weight_depth=depth, max_shift=5,
+                        signed_events=True)
+    base = 7  # the layer's weights start at word 7, `active` groups per input row
+    loads = [(base + i * active + g, LoadTarget.WEIGHT,
+              sum((int(w[g * lanes + l, i]) & 0xFF) << (8 * l) for l in range(lanes)))
+             for i in range(n_in) for g in range(active)]
+    events = [(int(i), int(rng.integers(0, 1 << T)), int(rng.integers(0, 6)),
+               int(rng.integers(0, 2))) for i in rng.integers(0, n_in, size=20)]
+    beats = [{"index": i, "spikes": word, "row": base + i * active, "shift": sh, "negate": neg}
+             for i, word, sh, neg in events]
+    got, counters = run_synapse_engine(dut, [beats], loads=loads, active_groups=active,
+                                       gap=0.3, stall=0.3, seed=lanes)
+    want = synapse_engine(events, w, T)
+    assert got[0][:, :n_out].tolist() == want.tolist()
+    assert counters["events"] == sum(1 for e in events if e[1])
+
+
+def test_row_addressing_refuses_initial_weights():
+    with pytest.raises(ValueError, match="row_addressing"):
+        SynapseEngine(n_in=4, n_out=4, weights=np.zeros((4, 4), dtype=int), row_addressing=True)
