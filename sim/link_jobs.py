@@ -1,0 +1,165 @@
+"""Host-link jobs: functions `job(link, **args) -> (summary: dict, arrays: dict)` that run on an
+`AcceleratorLink`, whatever is behind it. `spikeforge run` calls them in-process on the golden
+reference device or a board; `link_bench` calls the same functions in a cocotb bridge thread
+against simulated RTL (`link_runner.run_link_job(..., job="spikeforge.sim.link_jobs:ping")`).
+The summary must be JSON-able; arrays are NumPy arrays.
+
+- `echo` / `silent_read`: raw transport round trips (loopback tests);
+- `ping`, `write_read`: single commands;
+- `run_model`: the one implementation of `spikeforge run` (compile a shipped model, load it,
+  infer held-out digits / PINN grid points, compare with the golden network bit for bit).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..driver import DeviceError
+from ..golden.host_link import Error, Space
+
+MODELS = ("digits-ssa", "digits-sdsa", "digits-statten", "pinn-sin", "pinn-multi")
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+# --- raw transport and single commands ---
+
+def echo(link, data_hex: str, expect_hex: str | None = None):
+    """Write raw bytes, read as many back; with `expect_hex`, assert they are those bytes."""
+    data = bytes.fromhex(data_hex)
+    link.transport.write(data)
+    got = link.transport.read(len(data), link.timeout_s)
+    if expect_hex is not None:
+        want = bytes.fromhex(expect_hex)
+        assert got == want, (f"echo: {len(got)} bytes back, first difference at byte "
+                             f"{next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))}"
+                             f": got {got[:16].hex()}..., expected {want[:16].hex()}...")
+    return {"sent": data.hex(), "received": got.hex()}, {}
+
+
+def silent_read(link, n: int = 1):
+    """Read `n` bytes without sending anything: what arrives and how long the read waited."""
+    got = link.transport.read(n, link.timeout_s)
+    return {"received": got.hex(), "waited_cycles": getattr(link.transport,
+                                                            "last_wait_cycles", None)}, {}
+
+
+def ping(link):
+    return {"version": link.ping()}, {}
+
+
+def write_read(link, space: int, addr: int, data_hex: str):
+    """WRITE `data_hex` at `addr` of `space`, READ it back."""
+    data = bytes.fromhex(data_hex)
+    link.write(Space(space), addr, data)
+    back = link.read(Space(space), addr, len(data))
+    return {"written": data.hex(), "read": back.hex()}, {}
+
+
+# --- a shipped network end to end ---
+
+@dataclass
+class ModelRun:
+    """What a `run_model` needs besides the link: the compiled program, the encoded inputs,
+    the golden network's outputs, and what to score the outputs against."""
+    model: str
+    family: str                 # "digits" | "pinn"
+    program: object             # golden.compile.Program
+    inputs: np.ndarray          # [count, T, tokens, channels]
+    golden: np.ndarray          # [count, out_channels] int64
+    labels: np.ndarray | None = None            # digits
+    exact: np.ndarray | None = None             # PINN: analytic u at the grid points
+    readout_scale: float | None = None          # PINN: u = output * readout_scale
+
+
+def prepare_model(model: str, count: int, timesteps: int = 16) -> ModelRun:
+    """Compile a shipped model and its held-out inputs (digits test images / PINN grid)."""
+    from ..golden.compile import compile_pinn, compile_transformer, pinn_input
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}: one of {', '.join(MODELS)}")
+    if count < 1:
+        raise ValueError(f"--count must be positive, got {count}")
+    family, name = model.split("-", 1)
+    if family == "digits":
+        from ..golden import transformer as tf
+        net, _ = tf.load_int(tf.model_paths(name)[1])
+        images, labels = tf.digits_test_set()
+        images, labels = images[:count], labels[:count]
+        enc = tf.encode_input(images, net.cfg)
+        return ModelRun(model, family, compile_transformer(net), enc,
+                        np.asarray(net.run(enc).logits, dtype=np.int64), labels=labels)
+    from ..golden.pinn import PROBLEMS, convert, eval_grid, load_weights, snn_output_int
+    params = load_weights(name)
+    snn = convert(params, timesteps, integer=True)
+    x = eval_grid(count)
+    return ModelRun(model, family, compile_pinn(snn), pinn_input(snn, x),
+                    snn_output_int(snn, x)[:, None].astype(np.int64),
+                    exact=PROBLEMS[params["problem"]].u(x),
+                    readout_scale=2.0 ** -snn.out_shift / snn.T)
+
+
+def run_model(link, model: str, count: int = 20, timesteps: int = 16, *,
+              device: str = "the device", progress=_quiet, prepared: ModelRun | None = None):
+    """Load `model` over `link`, run `count` inferences, compare every output with the golden
+    network. Returns (summary, arrays): summary has bit_identical_to_golden, mismatches,
+    accuracy + predictions (digits) or rel_l2 vs the analytic solution (PINN), the device's
+    counters and status, and its perf counters when the driver and device have PERF."""
+    from ..golden.pinn import rel_l2
+
+    run = prepared or prepare_model(model, count, timesteps)
+    progress(f"host link to {device}: protocol version {link.ping()}")
+    t0 = time.monotonic()
+    link.load_program(run.program)
+    progress(f"loaded {model}: {len(run.program.ops)} ops, T={run.program.timesteps}, "
+             f"input {link.input_shape} ({len(run.program.to_bytes())} bytes in "
+             f"{time.monotonic() - t0:.1f} s)")
+    t0 = time.monotonic()
+    outputs = []
+    n = len(run.inputs)
+    for k in range(n):
+        outputs.append(link.infer(run.inputs[k])[0])
+        if (k + 1) % max(1, n // 10) == 0 or k + 1 == n:
+            progress(f"{k + 1}/{n} inferences")
+    outputs = np.array(outputs, dtype=np.int64).reshape(run.golden.shape)
+    wrong = np.flatnonzero((outputs != run.golden).any(axis=1))
+    summary = {"model": model, "device": device, "inferences": n,
+               "bit_identical_to_golden": not len(wrong),
+               "mismatched_inferences": [int(k) for k in wrong[:10]],
+               "seconds": round(time.monotonic() - t0, 2)}
+    arrays = {"outputs": outputs, "golden": run.golden}
+    if run.family == "digits":
+        pred = outputs.argmax(axis=1)
+        summary["predictions"] = " ".join(map(str, pred))
+        summary["accuracy"] = round(float(np.mean(pred == run.labels)), 4)
+        arrays["predictions"] = pred
+    else:
+        u = outputs[:, 0] * run.readout_scale
+        summary["rel_l2_vs_analytic"] = float(f"{rel_l2(u, run.exact):.4g}")
+        arrays["u"] = u
+    summary["counters"] = link.counters()
+    summary["status"] = link.status()
+    perf = _perf(link)
+    if perf is not None:
+        summary["perf"] = perf
+    return summary, arrays
+
+
+def _perf(link):
+    """`link.perf()` if the driver has it; None if it does not or the device refuses PERF."""
+    if not hasattr(link, "perf"):
+        return None
+    try:
+        perf = link.perf()
+    except DeviceError as e:
+        if e.code == Error.UNKNOWN_CMD:
+            return None
+        raise
+    if isinstance(perf, dict):     # JSON-able for the bench's results file
+        return {k: int(v) if isinstance(v, (int, np.integer)) else v for k, v in perf.items()}
+    return perf
