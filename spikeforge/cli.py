@@ -178,14 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run a shipped network through the host link")
     sp.add_argument("--model", choices=MODELS, default="digits-ssa")
     where = sp.add_mutually_exclusive_group()
-    where.add_argument("--sim", choices=("golden",), default="golden",
-                       help="the simulated device (golden reference; RTL: coming)")
+    where.add_argument("--sim", choices=("golden", "verilator", "icarus"), default="golden",
+                       help="the device: the golden reference (in-process) or the RTL "
+                            "accelerator top simulated over its UART")
     where.add_argument("--port", default=None, help="serial port of a board")
     sp.add_argument("--baud", type=int, default=115200)
     sp.add_argument("--count", type=int, default=20,
                     help="held-out digits, or PINN grid points")
     sp.add_argument("--timesteps", type=int, default=16, help="PINN timesteps")
     sp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
+    sp.add_argument("--divisor", type=int, default=8,
+                    help="--sim verilator|icarus: clock cycles per UART bit")
+    sp.add_argument("--timeout-cycles", type=int, default=5_000_000,
+                    help="--sim verilator|icarus: simulated cycles of silence before a reply "
+                         "times out (longer than the slowest RUN)")
     sp.set_defaults(func=cmd_run)
     return p
 
@@ -195,54 +201,56 @@ MODELS = ("digits-ssa", "digits-sdsa", "digits-statten", "pinn-sin", "pinn-multi
 
 def cmd_run(args) -> int:
     """Compile a shipped network, load it through the host link, run it, compare with the
-    golden network. Transports: the golden reference device (`--sim golden`) or a board
-    on a serial port (`--port`); the RTL simulation transport comes with the Accelerator."""
-    import numpy as np
-    from .driver import AcceleratorLink, GoldenTransport, SerialTransport
-    from .golden.compile import compile_pinn, compile_transformer, pinn_input
-
+    golden network (sim/link_jobs.py `run_model`: one implementation for every device).
+    Devices: the golden reference device (`--sim golden`), a board on a serial port
+    (`--port`), or the RTL accelerator top on Verilator / Icarus over a simulated UART."""
     if args.count < 1:
         raise ValueError(f"--count must be positive, got {args.count}")
-    transport = (SerialTransport(args.port, args.baud) if args.port else GoldenTransport())
-    where = args.port or "the golden reference device"
-    link = AcceleratorLink(transport, timeout_s=args.timeout)
-    progress(f"host link to {where}: protocol version {link.ping()}")
-    family, name = args.model.split("-", 1)
-    if family == "digits":
-        from .golden import transformer as tf
-        model, _ = tf.load_int(tf.model_paths(name)[1])
-        program = compile_transformer(model)
-        images, labels = tf.digits_test_set()
-        images, labels = images[:args.count], labels[:args.count]
-        enc = tf.encode_input(images, model.cfg)
-        golden = model.run(enc).logits
+    if args.port or args.sim == "golden":
+        from .driver import AcceleratorLink, GoldenTransport, SerialTransport
+        from .sim.link_jobs import run_model
+        transport = (SerialTransport(args.port, args.baud) if args.port else GoldenTransport())
+        where = args.port or "the golden reference device"
+        link = AcceleratorLink(transport, timeout_s=args.timeout)
+        summary, _ = run_model(link, args.model, args.count, args.timesteps, device=where,
+                               progress=progress)
     else:
-        from .golden.pinn import convert, eval_grid, load_weights, snn_output_int
-        snn = convert(load_weights(name), args.timesteps, integer=True)
-        program = compile_pinn(snn)
-        x = eval_grid(args.count)
-        enc = pinn_input(snn, x)
-        golden = snn_output_int(snn, x)[:, None]
-    link.load_program(program)
-    progress(f"loaded {args.model}: {len(program.ops)} ops, T={program.timesteps}, "
-             f"input {link.input_shape}")
-    t0 = time.monotonic()
-    outputs = []
-    for k in range(len(enc)):
-        outputs.append(link.infer(enc[k])[0])
-        if (k + 1) % max(1, len(enc) // 10) == 0 or k + 1 == len(enc):
-            progress(f"{k + 1}/{len(enc)} inferences")
-    outputs = np.array(outputs)
-    identical = bool(np.array_equal(outputs, golden))
-    summary = {"model": args.model, "device": where, "inferences": len(enc),
-               "bit_identical_to_golden": identical, "seconds": round(time.monotonic() - t0, 2),
-               **link.counters()}
-    if family == "digits":
-        pred = outputs.argmax(axis=1)
-        summary["predictions"] = " ".join(map(str, pred))
-        summary["accuracy"] = round(float(np.mean(pred == labels)), 4)
+        summary = _run_on_rtl(args)
+        if isinstance(summary, int):
+            return summary
     print(json.dumps(summary, indent=1))
-    return 0 if identical else 1
+    return 0 if summary["bit_identical_to_golden"] else 1
+
+
+def _run_on_rtl(args):
+    """`run --sim verilator|icarus`: the same job in a cocotb bench around the device top."""
+    try:
+        from .rtl.device import Device, device_params
+    except ImportError as e:
+        print(f"spikeforge: error: the RTL accelerator top is not available: {e} "
+              "(needs spikeforge.rtl.device: Device and device_params)", file=sys.stderr)
+        return 2
+    from .sim.link_jobs import prepare_model
+    from .sim.link_runner import LinkJobError, run_link_job
+
+    progress(f"compiling {args.model} for the device top")
+    run = prepare_model(args.model, args.count, args.timesteps)
+    params = device_params(run.program, args.divisor)
+    where = f"the RTL accelerator on {args.sim}"
+    t0 = time.monotonic()
+    try:
+        summary, _ = run_link_job(
+            Device, params, toplevel="device", sim=args.sim,
+            job="spikeforge.sim.link_jobs:run_model",
+            args={"model": args.model, "count": args.count, "timesteps": args.timesteps,
+                  "device": where},
+            divisor=args.divisor, timeout_cycles=args.timeout_cycles, progress=progress)
+    except LinkJobError as e:
+        print(f"spikeforge: error: {e}", file=sys.stderr)
+        return 1
+    progress(f"simulation finished in {time.monotonic() - t0:.0f} s "
+             f"({summary['link']['sim_time_ns'] / 1e6:.2f} ms simulated)")
+    return summary
 
 
 def main(argv=None) -> int:

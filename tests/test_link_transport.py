@@ -16,7 +16,7 @@ from spikeforge.sim.link_bench import UartLoopback
 from spikeforge.sim.link_runner import LinkJobError, run_link_job
 from spikeforge.sim.runner import SIMULATORS
 
-pytestmark = pytest.mark.cocotb
+cocotb = pytest.mark.cocotb      # the CLI tests at the end need no simulator
 JOBS = "spikeforge.sim.link_jobs"
 
 
@@ -26,6 +26,7 @@ def loopback_job(sim, job, args, *, echo=True, divisor=8, timeout_cycles=400, **
                         timeout_cycles=timeout_cycles, **kw)
 
 
+@cocotb
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_loopback_round_trip_with_gaps(sim):
     rng = np.random.default_rng(11)
@@ -42,6 +43,7 @@ def test_loopback_round_trip_with_gaps(sim):
         assert bits_ns <= link["sim_time_ns"] <= bits_ns + len(data) * gaps * 10 + 10_000
 
 
+@cocotb
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_silent_line_returns_short_after_timeout_cycles(sim):
     summary, _ = loopback_job(sim, "silent_read", {"n": 3}, echo=False, timeout_cycles=1234)
@@ -49,6 +51,7 @@ def test_silent_line_returns_short_after_timeout_cycles(sim):
     assert summary["waited_cycles"] == 1234
 
 
+@cocotb
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_ping_on_a_silent_device_raises_link_timeout(sim):
     with pytest.raises(LinkJobError, match=r"LinkTimeout: no answer from the device.*"
@@ -57,6 +60,7 @@ def test_ping_on_a_silent_device_raises_link_timeout(sim):
     assert info.value.error_type == "LinkTimeout"
 
 
+@cocotb
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_job_assertion_fails_the_run(sim):
     with pytest.raises(LinkJobError, match="AssertionError: echo: 4 bytes back"):
@@ -68,3 +72,23 @@ def test_cli_sim_without_rtl_device_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "spikeforge.rtl.device", None)   # import fails
     assert main(["run", "--model", "pinn-sin", "--count", "2", "--sim", "icarus"]) == 2
     assert "the RTL accelerator top is not available" in capsys.readouterr().err
+
+
+def test_cli_golden_run_reports_pinn_error_counters_and_status(capsys):
+    """The golden path runs the shared `run_model`: outputs bit-identical, PINN error
+    against the analytic solution recomputed here from the golden network."""
+    import json
+
+    from spikeforge.cli import main
+    from spikeforge.golden.pinn import (PROBLEMS, convert, eval_grid, load_weights, rel_l2,
+                                        snn_predict_int)
+    assert main(["run", "--model", "pinn-sin", "--count", "6", "--timesteps", "8"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    snn = convert(load_weights("sin"), 8, integer=True)
+    x = eval_grid(6)
+    want = rel_l2(snn_predict_int(snn, x), PROBLEMS["sin"].u(x))
+    assert summary["bit_identical_to_golden"] and summary["mismatched_inferences"] == []
+    assert summary["rel_l2_vs_analytic"] == pytest.approx(want, rel=1e-3)
+    assert summary["counters"]["inferences"] == 6 == summary["status"]["inferences"]
+    assert summary["status"]["state"] == "DONE"
