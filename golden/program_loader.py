@@ -390,7 +390,7 @@ _FROM_BYTES_REASONS = [
     (r"too short", Reason.TOO_SHORT), (r"bad magic", Reason.BAD_MAGIC),
     (r"program version", Reason.BAD_VERSION), (r"its header says", Reason.BAD_SIZE),
     (r"CRC mismatch", Reason.BAD_CRC), (r"unknown kind", Reason.BUFFER_KIND),
-    (r"unknown opcode", Reason.OPCODE), (r"sources", Reason.SOURCES),
+    (r"unknown opcode", Reason.OPCODE), (r"sources \(at most|sources, needs", Reason.SOURCES),
     (r"unknown attention mode", Reason.ATTN_MODE), (r"invalid LIF", Reason.LIF),
     (r"timesteps must be", Reason.TIMESTEPS), (r"out of range", Reason.BUFFER_ID),
     (r"token counts differ|do not match the descriptor|equal shapes", Reason.SHAPE),
@@ -609,6 +609,24 @@ def loader_cycles(loaded, cfg: AcceleratorConfig) -> int:
     return _rtl_cycles(loaded, cfg)
 
 
+# RTL ProgramLoader timing (rtl/program_loader.py): one byte a cycle, read data a cycle late.
+HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 49, 24, 8, 5
+
+
 def _rtl_cycles(loaded: LoadedProgram, cfg: AcceleratorConfig) -> int:
-    raise NotImplementedError("loader_cycles: the RTL loader's cycle model comes with "
-                              "rtl/program_loader.py")
+    size = len(loaded.program.to_bytes())
+    cycles = 1 + (size + 2) + HEADER_CHECKS + 1        # size check, CRC pass, header, setup
+    per_buffer = 9 + 2 + cfg.max_tokens.bit_length() + 1 + 8 + 1   # fetch, checks, 2 muls, write
+    cycles += len(loaded.buffers) * per_buffer + 1
+    for op, e in zip(loaded.program.ops, loaded.ops):
+        cycles += OP_FETCH + OP_CHECKS + OP_MUL + OP_READ + 1
+        if op.op in (Op.LINEAR, Op.READOUT):
+            bpw = 1 if op.weight_bits <= 8 else 2
+            slots = e.groups * cfg.lanes
+            cycles += 1 if not (slots and op.n_in) else \
+                op.n_in * (op.n_out * bpw + slots - op.n_out) + 2
+            if op.bias_rows:
+                slots = e.ngroups * cfg.lanes
+                neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
+                cycles += 1 if not slots else op.bias_rows * (neurons * 4 + slots - neurons) + 2
+    return cycles + 1 + 1 + 1                           # end of ops, output checks, done

@@ -1,0 +1,577 @@
+"""ProgramLoader: the accelerator's LOAD (design.md §8), bit-exact with
+`spikeforge.golden.program_loader.program_loader` (the spec: tables, layouts, reason codes).
+
+After a `start` pulse the loader reads the program memory one byte per cycle through the
+caller's synchronous read port (`prog_addr`/`prog_en` -> `prog_data` a cycle later):
+  1. CRC-32 (zlib) over `size` bytes (the CRC field counted as zero), capturing the header;
+  2. header checks (magic, version, size, CRC, T and table counts of this build);
+  3. the buffer table: checks, activation placement, one `buf_en` write per buffer;
+  4. per op: its 48-byte descriptor, the checks one per cycle (the golden order inside an
+     op), one `op_en` write, then its weights (`w_en`, lane-packed) and biases (`b_en`),
+     every value range-checked as it is copied;
+  5. the output checks; `done` (with `error` and `reason` = a golden `Reason` on refusal).
+On refusal nothing is promised about the tables. `header` is valid from `done` without
+`error`. For an image with a single fault the code equals the golden one; with several, the
+RTL reports the first it meets (refusal itself always equals the golden's).
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
+
+from ..golden.compile import HEADER, MAGIC, VERSION, BufKind, Op
+from ..golden.lif import signed_range
+from ..golden.program_loader import AcceleratorConfig, Reason
+
+OP_BYTES = 48
+BUF_BYTES = 8
+OP_USED_BYTES = 42          # 42..47 reserved
+
+
+def _u(n):
+    return unsigned(bits_for(n))
+
+
+def header_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "timesteps": 16, "n_buffers": _u(cfg.max_buffers), "n_ops": _u(cfg.max_ops),
+        "input_buffer": _u(cfg.max_buffers - 1), "output_buffer": _u(cfg.max_buffers - 1),
+        "info": data.ArrayLayout(16, 5),   # LOAD reply: T, in tokens/channels, out tokens/channels
+    })
+
+
+def buffer_entry_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "tokens": _u(cfg.max_tokens), "channels": _u(cfg.max_channels), "kind": 2, "bits": 8,
+        "planes": 8, "cgroups": _u(-(-cfg.max_channels // cfg.lanes)),
+        "base": _u(cfg.act_words),
+    })
+
+
+def op_entry_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    W, P = cfg.width, cfg.lanes
+    nmax = max(cfg.max_neurons, cfg.max_readout)
+    buf = _u(cfg.max_buffers - 1)
+    return data.StructLayout({
+        "op": 3, "n_src": 2, "src0": buf, "src1": buf, "src2": buf, "dst": buf, "flags": 3,
+        "mode": 2, "variant": 1, "block": _u(cfg.attn_max_block), "n_in": _u(cfg.max_in),
+        "n_out": _u(nmax), "repeat": _u(min(255, cfg.max_neurons)), "heads": 8, "leak": 8,
+        "theta": signed(W), "v_reset": signed(W), "v0": signed(W), "acc_shift": signed(8),
+        "bias_rows": _u(cfg.max_tokens), "weight_bits": _u(cfg.weight_width),
+        "groups": _u(-(-nmax // P)), "ngroups": _u(-(-nmax // P)),
+        "wbase": _u(cfg.weight_words), "bbase": _u(cfg.bias_words),
+    })
+
+
+def _crc32_byte(crc, byte):
+    """One reflected CRC-32 (0xEDB88320) byte step, unrolled: an XOR network."""
+    c = crc ^ byte
+    for _ in range(8):
+        c = Mux(c[0], (c >> 1) ^ 0xEDB88320, c >> 1)[:32]
+    return c
+
+
+class ProgramLoader(wiring.Component):
+    """LOAD of a program image for one `AcceleratorConfig` build (see module docs)."""
+
+    def __init__(self, cfg: AcceleratorConfig):
+        if not isinstance(cfg, AcceleratorConfig):
+            raise ValueError(f"cfg must be an AcceleratorConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        P = cfg.lanes
+        super().__init__({
+            "start": In(1), "size": In(32),
+            "done": Out(1), "error": Out(1), "reason": Out(8),
+            "prog_addr": Out(range(cfg.program_bytes)), "prog_en": Out(1), "prog_data": In(8),
+            "w_addr": Out(range(cfg.weight_words)), "w_en": Out(1),
+            "w_data": Out(data.ArrayLayout(signed(cfg.weight_width), P)),
+            "b_addr": Out(range(cfg.bias_words)), "b_en": Out(1),
+            "b_data": Out(data.ArrayLayout(signed(cfg.bias_width), P)),
+            "buf_addr": Out(range(cfg.max_buffers)), "buf_en": Out(1),
+            "buf_data": Out(buffer_entry_layout(cfg)),
+            "op_addr": Out(range(cfg.max_ops)), "op_en": Out(1),
+            "op_data": Out(op_entry_layout(cfg)),
+            "header": Out(header_layout(cfg)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        P, W, T = cfg.lanes, cfg.width, cfg.timesteps
+        lp = ceil_log2(P)
+        m = Module()
+
+        size = Signal(32)
+        addr = Signal(34)                     # next byte to read (table phases, CRC)
+        crc = Signal(32)
+        hdr = Signal(HEADER.size * 8)
+        braw = Signal(BUF_BYTES * 8)
+        oraw = Signal(OP_USED_BYTES * 8)
+        cnt = Signal(6)                       # bytes issued in a fetch
+        a_valid = Signal()                    # a byte arrives on prog_data this cycle
+        a_pos = Signal(6)
+        a_zero = Signal()                     # CRC phase: byte of the CRC field
+        a_hdr = Signal()
+        reason = Signal(8)
+        m.d.comb += self.reason.eq(reason)
+        m.d.sync += [a_valid.eq(0), self.w_en.eq(0), self.b_en.eq(0), self.buf_en.eq(0),
+                     self.op_en.eq(0)]
+
+        def hfield(off, n):
+            return hdr[off * 8:(off + n) * 8]
+        magic, version, h_T = hfield(0, 4), hfield(4, 2), hfield(6, 2)
+        h_nb, h_no, h_in, h_out = hfield(8, 2), hfield(10, 2), hfield(12, 1), hfield(13, 1)
+        h_blob, h_crc = hfield(16, 4), hfield(20, 4)
+        blob_start = Signal(34)
+        m.d.comb += blob_start.eq(HEADER.size + (h_nb << 3) + (h_no << 5) + (h_no << 4))
+
+        def issue(a):
+            m.d.comb += [self.prog_addr.eq(a), self.prog_en.eq(1)]
+
+        # ---------------------------------------------------------------- buffer fields
+        b_tokens, b_channels = braw[0:16], braw[16:32]
+        b_kind, b_bits = braw[32:40], braw[40:48]
+        planes = Signal(8)
+        m.d.comb += planes.eq(Mux(b_kind == BufKind.SPIKES, 1,
+                              Mux(b_kind == BufKind.SIGNED_SPIKES, 2,
+                              Mux(b_kind == BufKind.UINT, b_bits, 0))))
+        cgroups = Signal(16)
+        m.d.comb += cgroups.eq((b_channels + (P - 1)) >> lp)
+        info_layout = data.StructLayout({"tokens": _u(cfg.max_tokens),
+                                         "channels": _u(cfg.max_channels), "kind": 2})
+        m.submodules.info = info = Memory(shape=info_layout, depth=cfg.max_buffers, init=[])
+        info_w, info_r = info.write_port(), info.read_port()
+        buf_i = Signal(16)
+        op_i = Signal(16)
+        act_next = Signal(bits_for(cfg.act_words) + 1)
+        written = Signal(cfg.max_buffers)
+        # one shared serial multiplier (shift-add, `mb` bits per cycle): small and registered
+        ma, mp = Signal(34), Signal(34)
+        mb = Signal(16)
+        mstep = Signal(5)
+
+        def mul_step(iterations, then):
+            m.d.sync += [mp.eq(mp + Mux(mb[0], ma, 0)), ma.eq(ma << 1), mb.eq(mb >> 1),
+                         mstep.eq(mstep + 1)]
+            with m.If(mstep == iterations - 1):
+                m.d.sync += mstep.eq(0)
+                m.next = then
+
+        def mul_start(a, b):
+            m.d.sync += [ma.eq(a), mb.eq(b), mp.eq(0), mstep.eq(0)]
+
+        words = Signal(34)
+        info_in_tok, info_in_ch = Signal(16), Signal(16)
+        out_kind = Signal(8)
+        readouts = Signal(2)
+
+        # ---------------------------------------------------------------- op fields
+        def ob(i, n=1):
+            return oraw[i * 8:(i + n) * 8]
+        o_op, o_nsrc = ob(0), ob(1)
+        o_src = [ob(2), ob(3), ob(4)]
+        o_dst, o_flags, o_mode = ob(5), ob(6), ob(7)
+        o_nin, o_nout = ob(8, 2), ob(10, 2)
+        o_repeat, o_heads, o_block, o_variant = ob(12), ob(13), ob(14), ob(15)
+        o_leak, o_width, o_curw, o_wbits = ob(16), ob(17), ob(18), ob(19)
+        o_theta, o_vreset, o_v0 = ob(20, 4).as_signed(), ob(24, 4).as_signed(), ob(28, 4).as_signed()
+        o_waddr, o_baddr = ob(32, 4), ob(36, 4)
+        o_brows_raw, o_acc = ob(40), ob(41).as_signed()
+        is_lin, is_att = o_op == Op.LINEAR, o_op == Op.ATTENTION
+        is_add, is_ro = o_op == Op.ADD, o_op == Op.READOUT
+        is_mat, has_lif = is_lin | is_ro, is_lin | is_att
+        o_brows = Mux(o_flags[2], o_brows_raw, 0)
+        arity = Mux(is_att, 3, Mux(is_add, 2, 1))
+        used = [Const(1), o_nsrc >= 2, o_nsrc >= 3]
+        lo_w, hi_w = signed_range(W)
+        neurons = Signal(24)
+        bi = [Signal(info_layout, name=f"bi{j}") for j in range(4)]   # src0..2, dst infos
+        dinfo = bi[3]
+        rd_i = Signal(3)
+
+        leak_bad = (o_leak != 0xFF) & (o_leak >= W)
+        theta_bad = (o_theta <= 0) | (o_theta > hi_w)
+        vr_bad = (o_vreset < lo_w) | (o_vreset > hi_w)
+        lif_invalid = (o_width < 2) | ((o_width == W) &
+                                       (leak_bad | theta_bad | vr_bad | (o_curw < 2)))
+        reset_zero = o_flags[1]
+        signed_f = o_flags[0]
+        blocks_ok = [b for b in range(1, cfg.attn_max_block + 1) if T % b == 0]
+        block_ok = Const(0)
+        for b in blocks_ok:
+            block_ok = block_ok | (o_block == b)
+        src_kind_int = Const(0)
+        src_unwritten = Const(0)
+        for j in range(3):
+            src_kind_int = src_kind_int | (used[j] & (bi[j].kind == BufKind.INT))
+            src_unwritten = src_unwritten | (used[j] & ~(written >> o_src[j])[0])
+        no_core = cfg.attn_tokens is None
+        attn_tokens = cfg.attn_tokens or 0
+        checks_a = [
+            (~((o_op >= 1) & (o_op <= 4)), Reason.OPCODE),
+            (o_nsrc > 3, Reason.SOURCES),
+            ((o_mode > 2) | (o_variant > 1), Reason.ATTN_MODE),
+            (has_lif & lif_invalid, Reason.LIF),
+            (has_lif & (o_width != W), Reason.LIF_BUILD),
+            (o_nsrc != arity, Reason.SOURCES),
+            ((o_dst >= h_nb) | (o_src[0] >= h_nb) | (used[1] & (o_src[1] >= h_nb)) |
+             (used[2] & (o_src[2] >= h_nb)), Reason.BUFFER_ID),
+            (is_att & Const(int(no_core)), Reason.NO_ATTENTION),
+        ]
+        ch = [x.channels for x in bi]
+        tk = [x.tokens for x in bi]
+        checks_b = [
+            (~is_ro & ((tk[0] != tk[3]) | (used[1] & (tk[1] != tk[3])) |
+                       (used[2] & (tk[2] != tk[3]))), Reason.SHAPE),
+            (is_mat & ((ch[0] != o_nin) | (ch[3] != neurons)), Reason.SHAPE),
+            (is_mat & (o_brows != 0) & (o_brows != 1) & (o_brows != tk[3]), Reason.BIAS_ROWS),
+            (is_att & ((ch[0] != ch[3]) | (ch[1] != ch[3]) | (ch[2] != ch[3]) |
+                       (o_heads == 0) | (ch[3] != o_heads * cfg.attn_dim) |
+                       (tk[3] != attn_tokens)), Reason.ATTN_SHAPE),
+            (is_att & ~block_ok, Reason.ATTN_BLOCK),
+            (is_att & ((reset_zero != int(cfg.attn_reset == "zero")) | signed_f),
+             Reason.LIF_BUILD),
+            (is_add & ((ch[0] != ch[3]) | (ch[1] != ch[3])), Reason.SHAPE),
+            (src_kind_int, Reason.INT_READ),
+            (src_unwritten, Reason.UNWRITTEN),
+            ((dinfo.kind == BufKind.INT) != is_ro, Reason.INT_WRITE),
+            (is_lin & ((reset_zero != int(cfg.reset == "zero")) |
+                       (signed_f != int(cfg.signed_spikes)) | (o_curw > cfg.current_width)),
+             Reason.LIF_BUILD),
+            (is_lin & ((o_v0 < lo_w) | (o_v0 > hi_w)), Reason.V0),
+            (is_lin & (o_repeat != 1) & ((o_repeat == 0) | (o_repeat[:lp] != 0)
+                                          if lp else (o_repeat == 0)), Reason.REPEAT),
+            (is_mat & ((o_nin > cfg.max_in) | (is_lin & (neurons > cfg.max_neurons)) |
+                       (is_ro & (neurons > cfg.max_readout))), Reason.SIZE_LIMIT),
+            (is_mat & ((o_wbits == 0) | (o_wbits > cfg.weight_width)), Reason.WEIGHT_BITS),
+            (is_mat & ((o_waddr > h_blob) | ((o_brows != 0) & (o_baddr > h_blob))),
+             Reason.BLOB_RANGE),
+        ]
+        self.op_check_cycles = len(checks_a) + len(checks_b)
+
+        # ---------------------------------------------------------------- copy engine
+        wptr = Signal(bits_for(cfg.weight_words) + 1)
+        bptr = Signal(bits_for(cfg.bias_words) + 1)
+        c_bias = Signal()                     # copying biases (else weights)
+        c_cols, c_col = Signal(16), Signal(16)
+        c_real, c_slots, c_slot = Signal(24), Signal(24), Signal(24)
+        c_nbytes = Signal(3)
+        c_k = Signal(2)
+        c_stride, c_colstep = Signal(34), Signal(34)
+        c_el, c_colbase = Signal(34), Signal(34)
+        c_lo, c_hi = Signal(signed(32)), Signal(signed(32))
+        a_pad, a_last = Signal(), Signal()
+        a_k = Signal(2)
+        eb = Signal(24)                       # bytes 0..2 of the element being read
+        lanes_r = Signal(32 * P)
+        lane_n = Signal(range(P))
+        ngroups = Signal(24)
+        groups = Signal(24)
+        m.d.comb += [ngroups.eq((neurons + (P - 1)) >> lp),
+                     groups.eq((o_nout + (P - 1)) >> lp)]
+
+        def copy_setup(bias):
+            bpw = Mux(o_wbits > 8, 2, 1)
+            if bias:
+                m.d.sync += [c_bias.eq(1), c_cols.eq(o_brows), c_real.eq(neurons),
+                             c_slots.eq(ngroups << lp), c_nbytes.eq(4), c_stride.eq(4),
+                             c_colstep.eq(neurons << 2), c_colbase.eq(blob_start + o_baddr),
+                             c_el.eq(blob_start + o_baddr)]
+                lo, hi = signed_range(cfg.bias_width)
+                m.d.sync += [c_lo.eq(lo), c_hi.eq(hi)]
+            else:
+                m.d.sync += [c_bias.eq(0), c_cols.eq(o_nin), c_real.eq(o_nout),
+                             c_slots.eq(groups << lp), c_nbytes.eq(bpw),
+                             c_stride.eq(Mux(o_wbits > 8, o_nin << 1, o_nin)),
+                             c_colstep.eq(bpw), c_colbase.eq(blob_start + o_waddr),
+                             c_el.eq(blob_start + o_waddr)]
+                half = Signal(signed(18))
+                m.d.comb += half.eq(Const(1, 18) << (o_wbits - 1)[:5])
+                m.d.sync += [c_lo.eq(-half), c_hi.eq(half - 1)]
+            m.d.sync += [c_col.eq(0), c_slot.eq(0), c_k.eq(0), lane_n.eq(0)]
+
+        def fail(code):
+            m.d.sync += reason.eq(code)
+            m.next = "FAIL"
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [size.eq(self.size), reason.eq(0)]
+                    m.next = "SIZE"
+            with m.State("SIZE"):
+                with m.If(size > cfg.program_bytes):
+                    fail(Reason.TOO_LARGE)
+                with m.Elif(size < HEADER.size):
+                    fail(Reason.TOO_SHORT)
+                with m.Else():
+                    m.d.sync += [addr.eq(0), crc.eq(0xFFFFFFFF)]
+                    m.next = "CRC"
+            with m.State("CRC"):
+                with m.If(addr < size):
+                    issue(addr)
+                    m.d.sync += [addr.eq(addr + 1), a_valid.eq(1), a_pos.eq(addr[:5]),
+                                 a_hdr.eq(addr < HEADER.size),
+                                 a_zero.eq((addr >= HEADER.size - 4) & (addr < HEADER.size))]
+                with m.Elif(~a_valid):
+                    m.next = "H_MAGIC"
+                with m.If(a_valid):
+                    m.d.sync += crc.eq(_crc32_byte(crc, Mux(a_zero, 0, self.prog_data)))
+                    with m.If(a_hdr):
+                        with m.Switch(a_pos):
+                            for k in range(HEADER.size):
+                                with m.Case(k):
+                                    m.d.sync += hdr[k * 8:k * 8 + 8].eq(self.prog_data)
+            hchecks = [
+                (magic != int.from_bytes(MAGIC, "little"), Reason.BAD_MAGIC),
+                (version != VERSION, Reason.BAD_VERSION),
+                (size != blob_start + h_blob, Reason.BAD_SIZE),
+                ((crc ^ 0xFFFFFFFF) != h_crc, Reason.BAD_CRC),
+                (h_T != T, Reason.TIMESTEPS),
+                (h_nb > cfg.max_buffers, Reason.TOO_MANY_BUFFERS),
+                (h_no > cfg.max_ops, Reason.TOO_MANY_OPS),
+                ((h_in >= h_nb) | (h_out >= h_nb), Reason.BUFFER_ID),
+            ]
+            names = ["H_MAGIC"] + [f"H_{k}" for k in range(1, len(hchecks))] + ["B_START"]
+            for k, (cond, code) in enumerate(hchecks):
+                with m.State(names[k]):
+                    with m.If(cond):
+                        fail(code)
+                    with m.Else():
+                        m.next = names[k + 1]
+            with m.State("B_START"):
+                m.d.sync += [addr.eq(HEADER.size), buf_i.eq(0), act_next.eq(0), cnt.eq(0),
+                             written.eq((Const(1, cfg.max_buffers) << h_in)[:cfg.max_buffers]), readouts.eq(0), wptr.eq(0), bptr.eq(0),
+                             op_i.eq(0)]
+                m.next = "B_FETCH"
+            # ------------------------------------------------------------ buffer table
+            with m.State("B_FETCH"):
+                with m.If(buf_i == h_nb):
+                    m.next = "O_FETCH"
+                with m.Else():
+                    with m.If(cnt < BUF_BYTES):
+                        issue(addr)
+                        m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), a_valid.eq(1),
+                                     a_pos.eq(cnt)]
+                    with m.If(a_valid):
+                        with m.Switch(a_pos):
+                            for k in range(6):
+                                with m.Case(k):
+                                    m.d.sync += braw[k * 8:k * 8 + 8].eq(self.prog_data)
+                        with m.If(a_pos == BUF_BYTES - 1):
+                            m.d.sync += cnt.eq(0)
+                            m.next = "B_KIND"
+            with m.State("B_KIND"):
+                with m.If(b_kind > BufKind.INT):
+                    fail(Reason.BUFFER_KIND)
+                with m.Else():
+                    m.next = "B_SIZE"
+            with m.State("B_SIZE"):
+                with m.If((b_tokens > cfg.max_tokens) | (b_channels > cfg.max_channels) |
+                          ((b_kind == BufKind.UINT) & (b_bits < 1)) |
+                          ((b_kind == BufKind.INT) & ((b_bits < 2) | (b_bits > 32)))):
+                    fail(Reason.BUFFER_SIZE)
+                with m.Else():
+                    mul_start(cgroups, b_tokens)
+                    m.next = "B_MUL1"
+            tok_bits = bits_for(cfg.max_tokens)
+            with m.State("B_MUL1"):
+                mul_step(tok_bits, "B_MUL2S")
+            with m.State("B_MUL2S"):
+                mul_start(mp, planes)
+                m.next = "B_MUL2"
+            with m.State("B_MUL2"):
+                mul_step(8, "B_WRITE")
+            with m.State("B_WRITE"):
+                with m.If(act_next + mp > cfg.act_words):
+                    fail(Reason.ACT_MEMORY)
+                with m.Elif((buf_i == h_in) & (b_kind == BufKind.INT)):
+                    fail(Reason.INPUT_KIND)
+                with m.Else():
+                    m.d.sync += [
+                        self.buf_en.eq(1), self.buf_addr.eq(buf_i),
+                        self.buf_data.tokens.eq(b_tokens), self.buf_data.channels.eq(b_channels),
+                        self.buf_data.kind.eq(b_kind), self.buf_data.bits.eq(b_bits),
+                        self.buf_data.planes.eq(planes), self.buf_data.cgroups.eq(cgroups),
+                        self.buf_data.base.eq(Mux(b_kind == BufKind.INT, 0, act_next)),
+                        act_next.eq(act_next + mp), buf_i.eq(buf_i + 1)]
+                    m.d.comb += [info_w.en.eq(1), info_w.addr.eq(buf_i),
+                                 info_w.data.tokens.eq(b_tokens),
+                                 info_w.data.channels.eq(b_channels),
+                                 info_w.data.kind.eq(b_kind)]
+                    with m.If(buf_i == h_in):
+                        m.d.sync += [info_in_tok.eq(b_tokens), info_in_ch.eq(b_channels)]
+                    with m.If(buf_i == h_out):
+                        m.d.sync += [self.header.info[3].eq(b_tokens),
+                                     self.header.info[4].eq(b_channels), out_kind.eq(b_kind)]
+                    m.next = "B_FETCH"
+            # ------------------------------------------------------------ ops
+            with m.State("O_FETCH"):
+                with m.If(op_i == h_no):
+                    m.next = "FINAL"
+                with m.Else():
+                    with m.If(cnt < OP_BYTES):
+                        issue(addr)
+                        m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), a_valid.eq(1),
+                                     a_pos.eq(cnt)]
+                    with m.If(a_valid):
+                        with m.Switch(a_pos):
+                            for k in range(OP_USED_BYTES):
+                                with m.Case(k):
+                                    m.d.sync += oraw[k * 8:k * 8 + 8].eq(self.prog_data)
+                        with m.If(a_pos == OP_BYTES - 1):
+                            m.d.sync += cnt.eq(0)
+                            m.next = "OA_0"
+            for k, (cond, code) in enumerate(checks_a):
+                with m.State(f"OA_{k}"):
+                    with m.If(cond):
+                        fail(code)
+                    with m.Else():
+                        if k + 1 < len(checks_a):
+                            m.next = f"OA_{k + 1}"
+                        else:
+                            mul_start(o_nout, Mux(is_lin, o_repeat, 1))
+                            m.next = "O_MUL"
+            with m.State("O_MUL"):
+                mul_step(8, "O_READ")
+                m.d.sync += rd_i.eq(0)
+            with m.State("O_READ"):
+                # src0, src1, src2, dst infos through the synchronous read port
+                sel = [Mux(used[j], o_src[j], 0) for j in range(3)] + [o_dst]
+                with m.Switch(rd_i):
+                    for j in range(4):
+                        with m.Case(j):
+                            m.d.comb += info_r.addr.eq(sel[j])
+                with m.Switch(rd_i):
+                    for j in range(1, 5):
+                        with m.Case(j):
+                            m.d.sync += bi[j - 1].eq(info_r.data)
+                m.d.sync += [rd_i.eq(rd_i + 1), neurons.eq(mp)]
+                with m.If(rd_i == 4):
+                    m.next = "OB_0"
+            for k, (cond, code) in enumerate(checks_b):
+                with m.State(f"OB_{k}"):
+                    with m.If(cond):
+                        fail(code)
+                    with m.Else():
+                        m.next = f"OB_{k + 1}" if k + 1 < len(checks_b) else "O_WRITE"
+            with m.State("O_WRITE"):
+                d = self.op_data
+                lif = [d.flags.eq(Cat(signed_f, reset_zero)), d.leak.eq(o_leak),
+                       d.theta.eq(o_theta), d.v_reset.eq(o_vreset)]
+                m.d.sync += [self.op_en.eq(1), self.op_addr.eq(op_i), d.eq(0),
+                             d.op.eq(o_op), d.n_src.eq(o_nsrc), d.dst.eq(o_dst),
+                             d.leak.eq(0xFF), op_i.eq(op_i + 1),
+                             written.eq(written | (Const(1, cfg.max_buffers) << o_dst)[:cfg.max_buffers])]
+                for j in range(3):
+                    m.d.sync += getattr(d, f"src{j}").eq(Mux(used[j], o_src[j], 0))
+                with m.If(is_att):
+                    m.d.sync += lif + [d.mode.eq(o_mode), d.variant.eq(o_variant),
+                                       d.block.eq(o_block), d.heads.eq(o_heads)]
+                with m.If(is_mat):
+                    m.d.sync += [d.n_in.eq(o_nin), d.n_out.eq(o_nout),
+                                 d.bias_rows.eq(o_brows), d.weight_bits.eq(o_wbits),
+                                 d.groups.eq(groups), d.ngroups.eq(ngroups),
+                                 d.wbase.eq(wptr), d.bbase.eq(Mux(o_brows != 0, bptr, 0))]
+                    copy_setup(bias=False)
+                    m.next = "COPY"
+                with m.Else():
+                    m.next = "O_FETCH"
+                with m.If(is_lin):
+                    m.d.sync += lif + [d.flags.eq(Cat(signed_f, reset_zero, o_brows != 0)),
+                                       d.repeat.eq(o_repeat), d.v0.eq(o_v0),
+                                       d.acc_shift.eq(o_acc)]
+                with m.If(is_ro):
+                    m.d.sync += [d.flags.eq(Cat(Const(0, 2), o_brows != 0)),
+                                 readouts.eq(Mux(readouts == 2, 2, readouts + 1))]
+                    with m.If(o_dst != h_out):
+                        m.d.sync += readouts.eq(2)    # a READOUT not into the output buffer
+            # ------------------------------------------------------------ copies
+            with m.State("COPY"):
+                real = c_slot < c_real
+                issuing = (c_col < c_cols) & (c_slots != 0)
+                el_addr = c_el + c_k
+                advance = Signal()
+                with m.If(issuing):
+                    with m.If(real):
+                        with m.If(el_addr >= size):
+                            fail(Reason.BLOB_RANGE)
+                        with m.Else():
+                            issue(el_addr)
+                            last = c_k == c_nbytes - 1
+                            m.d.sync += [a_valid.eq(1), a_pad.eq(0), a_k.eq(c_k),
+                                         a_last.eq(last)]
+                            with m.If(last):
+                                m.d.sync += [c_k.eq(0), c_el.eq(c_el + c_stride)]
+                                m.d.comb += advance.eq(1)
+                            with m.Else():
+                                m.d.sync += c_k.eq(c_k + 1)
+                    with m.Else():
+                        m.d.sync += [a_valid.eq(1), a_pad.eq(1), a_last.eq(1)]
+                        m.d.comb += advance.eq(1)
+                    with m.If(advance):
+                        with m.If(c_slot == c_slots - 1):
+                            m.d.sync += [c_slot.eq(0), c_col.eq(c_col + 1),
+                                         c_colbase.eq(c_colbase + c_colstep),
+                                         c_el.eq(c_colbase + c_colstep)]
+                        with m.Else():
+                            m.d.sync += c_slot.eq(c_slot + 1)
+                with m.Elif(~a_valid):
+                    with m.If(~c_bias & (o_brows != 0)):
+                        copy_setup(bias=True)
+                    with m.Else():
+                        m.next = "O_FETCH"
+                # arrival: assemble the little-endian element, range-check, pack lanes
+                byte = self.prog_data
+                value = Signal(signed(32))
+                m.d.comb += value.eq(Mux(a_pad, 0,
+                                     Mux(c_nbytes == 1, byte.as_signed(),
+                                     Mux(c_nbytes == 2, Cat(eb[:8], byte).as_signed(),
+                                         Cat(eb, byte).as_signed()))))
+                with m.If(a_valid & ~a_pad & ~a_last):
+                    with m.Switch(a_k):
+                        for k in range(3):
+                            with m.Case(k):
+                                m.d.sync += eb[k * 8:k * 8 + 8].eq(byte)
+                with m.If(a_valid & a_last):
+                    with m.If((value < c_lo) | (value > c_hi)):
+                        fail(Mux(c_bias, Reason.BIAS_RANGE, Reason.WEIGHT_RANGE))
+                    with m.Else():
+                        word = Cat(lanes_r[32:], value)
+                        m.d.sync += [lanes_r.eq(word), lane_n.eq(lane_n + 1)]
+                        with m.If(lane_n == P - 1):
+                            m.d.sync += lane_n.eq(0)
+                            lanes = [word[32 * l:32 * l + 32] for l in range(P)]
+                            with m.If(c_bias):
+                                with m.If(bptr >= cfg.bias_words):
+                                    fail(Reason.BIAS_MEMORY)
+                                with m.Else():
+                                    m.d.sync += [self.b_en.eq(1), self.b_addr.eq(bptr),
+                                                 bptr.eq(bptr + 1)]
+                                    m.d.sync += [self.b_data[l].eq(lanes[l]) for l in range(P)]
+                            with m.Else():
+                                with m.If(wptr >= cfg.weight_words):
+                                    fail(Reason.WEIGHT_MEMORY)
+                                with m.Else():
+                                    m.d.sync += [self.w_en.eq(1), self.w_addr.eq(wptr),
+                                                 wptr.eq(wptr + 1)]
+                                    m.d.sync += [self.w_data[l].eq(lanes[l]) for l in range(P)]
+            # ------------------------------------------------------------ finish
+            with m.State("FINAL"):
+                with m.If((readouts != 1) | (out_kind != BufKind.INT)):
+                    fail(Reason.OUTPUT)
+                with m.Else():
+                    hd = self.header
+                    m.d.sync += [hd.timesteps.eq(h_T), hd.n_buffers.eq(h_nb), hd.n_ops.eq(h_no),
+                                 hd.input_buffer.eq(h_in), hd.output_buffer.eq(h_out),
+                                 hd.info[0].eq(h_T), hd.info[1].eq(info_in_tok),
+                                 hd.info[2].eq(info_in_ch)]
+                    m.next = "DONE"
+            with m.State("DONE"):
+                m.d.comb += self.done.eq(1)
+                m.next = "IDLE"
+            with m.State("FAIL"):
+                m.d.comb += [self.done.eq(1), self.error.eq(1)]
+                m.next = "IDLE"
+        return m
