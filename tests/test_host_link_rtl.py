@@ -1,0 +1,541 @@
+"""RTL host link (rtl/host_link.py, rtl/uart.py) in Amaranth's simulator, against the golden
+`HostLinkDevice` (golden/host_link.py).
+
+The bench drives the `rx` pin bit by bit (small divisor), decodes `tx`, and serves the device
+port from a mock device that wraps a second golden `HostLinkDevice`: its bytearrays are the
+memories, its `_cmd_load/_cmd_run/_cmd_reset` give the LOAD/RUN/RESET results. The same
+request bytes go to a reference golden device; every reply must be the same byte string and
+the two devices' memories, state and counters must stay equal.
+"""
+
+import struct
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from spikeforge.golden.compile import BufKind, Op, _Builder
+from spikeforge.golden.host_link import (MAX_PAYLOAD, NACK, SYNC, Cmd, Error, HostLinkDevice,
+                                         Space, State, crc16, encode_frame)
+from spikeforge.rtl.host_link import HostLink, crc16_step, device_signature
+from spikeforge.rtl.uart import UARTRx, UARTTx, divisor_for
+
+DIV = 4                       # clock cycles per bit
+BYTE = 10 * DIV               # cycles per byte on the line
+TIMEOUT = 4                   # idle byte-times before a partial frame is dropped (fast tests)
+
+
+def uart_bits(byte, stop=1):
+    return [0] + [(byte >> k) & 1 for k in range(8)] + [stop]
+
+
+async def drive_line(ctx, pin, data, divisor=DIV):
+    for byte in data:
+        for bit in uart_bits(byte):
+            ctx.set(pin, bit)
+            await ctx.tick().repeat(divisor)
+
+
+def line_decoder(pin, received, divisor=DIV):
+    """Background testbench: decode 8N1 bytes from `pin` into the list `received`."""
+    async def decode(ctx):
+        while True:
+            await ctx.negedge(pin)
+            await ctx.tick().repeat(divisor // 2)
+            assert ctx.get(pin) == 0, "start bit did not last to mid-bit"
+            byte = 0
+            for k in range(8):
+                await ctx.tick().repeat(divisor)
+                byte |= ctx.get(pin) << k
+            await ctx.tick().repeat(divisor)
+            assert ctx.get(pin) == 1, "stop bit missing on tx"
+            received.append(byte)
+    return decode
+
+
+def tiny_program(weights=((1, -2), (3, 4)), bias=(5, -6)):
+    """A 100-byte program image: a READOUT of a [T=2, 1, 2] UINT4 input."""
+    b = _Builder(2)
+    src = b.buffer(1, 2, BufKind.UINT, 4)
+    out = b.buffer(1, 2, BufKind.INT, 32)
+    b.matrix_op(Op.READOUT, src, out, np.array(weights), np.array(bias), 8)
+    return b.program(src, out).to_bytes()
+
+
+class MockDevice:
+    """Serves HostLink's device port from a golden HostLinkDevice (its memories and its
+    command functions), with `latency` cycles between cmd_start and cmd_done and
+    `read_latency` cycles between mem_re and mem_rvalid."""
+
+    def __init__(self, latency=3, read_latency=1, perf=None):
+        self.g = HostLinkDevice(timeout_bytes=TIMEOUT)
+        self.latency, self.read_latency = latency, read_latency
+        self.perf = perf or (lambda g: (0, 0, 0))   # golden: "0 = not modelled"
+        self.writes = 0
+
+    def publish(self, ctx, dev):
+        g = self.g
+        for port, value in ((dev.program_size, len(g.program_mem)),
+                            (dev.input_size, len(g.input_mem)),
+                            (dev.output_size, len(g.output_mem)),
+                            (dev.state, int(g.state)), (dev.inferences, g.inferences),
+                            (dev.ops_total, g.ops_run), (dev.sats_total, g.saturations)):
+            ctx.set(port, value)
+        cycles, events, skipped = self.perf(g)
+        ctx.set(dev.perf_cycles, cycles)
+        ctx.set(dev.perf_events, events)
+        ctx.set(dev.perf_skipped, skipped)
+
+    def serve(self, dev):
+        async def bench(ctx):
+            self.publish(ctx, dev)
+            while True:
+                we, re, start, written = await ctx.changed(
+                    dev.mem_we, dev.mem_re, dev.cmd_start, dev.program_written)
+                g = self.g
+                if we:
+                    mem = g._space(ctx.get(dev.mem_space))
+                    mem[ctx.get(dev.mem_addr)] = ctx.get(dev.mem_wdata)
+                    self.writes += 1
+                if written and g.program is not None:
+                    g.program, g.state = None, State.IDLE    # golden _cmd_write unload
+                if re:
+                    mem = g._space(ctx.get(dev.mem_space))
+                    data = mem[ctx.get(dev.mem_addr)]
+                    if self.read_latency > 1:
+                        await ctx.tick().repeat(self.read_latency - 1)
+                    ctx.set(dev.mem_rdata, data)
+                    ctx.set(dev.mem_rvalid, 1)
+                    await ctx.tick()
+                    ctx.set(dev.mem_rvalid, 0)
+                if start:
+                    cmd, size = ctx.get(dev.cmd), ctx.get(dev.load_size)
+                    result = {Cmd.LOAD: lambda: g._cmd_load(struct.pack("<I", size)),
+                              Cmd.RUN: lambda: g._cmd_run(b""),
+                              Cmd.RESET: lambda: g._cmd_reset(b"")}[Cmd(cmd)]()
+                    await ctx.tick().repeat(self.latency)
+                    if isinstance(result, Error):
+                        ctx.set(dev.cmd_error, int(result))
+                    else:
+                        ctx.set(dev.cmd_error, 0)
+                        if cmd == Cmd.LOAD:
+                            ctx.set(dev.load_info, int.from_bytes(result, "little"))
+                        elif cmd == Cmd.RUN:
+                            ops, sats = struct.unpack("<II", result)
+                            ctx.set(dev.run_ops, ops)
+                            ctx.set(dev.run_sats, sats)
+                    ctx.set(dev.cmd_done, 1)
+                    await ctx.tick()
+                    ctx.set(dev.cmd_done, 0)
+                self.publish(ctx, dev)
+        return bench
+
+
+def same_device(a: HostLinkDevice, b: HostLinkDevice):
+    assert a.program_mem == b.program_mem, "program memory differs from the golden device"
+    assert a.input_mem == b.input_mem and a.output_mem == b.output_mem
+    assert (a.state, a.inferences, a.ops_run, a.saturations) == \
+        (b.state, b.inferences, b.ops_run, b.saturations)
+    assert (a.program is None) == (b.program is None)
+
+
+class Bench:
+    """One simulation of HostLink + MockDevice; `run(script)` runs an async script that
+    calls `await bench.exchange(ctx, request)`."""
+
+    def __init__(self, timeout_bytes=TIMEOUT, **mock):
+        self.dut = HostLink(DIV, timeout_bytes=timeout_bytes)
+        self.mock = MockDevice(**mock)
+        self.mock.g.timeout_bytes = timeout_bytes
+        self.ref = HostLinkDevice(timeout_bytes=timeout_bytes)
+        self.received = []
+        self.replies = []
+
+    def golden_reply(self, request):
+        out = self.ref.feed(request)
+        if self.ref.parser.in_frame:
+            out += self.ref.idle(self.ref.timeout_bytes)
+        return out
+
+    async def collect(self, ctx, n, budget):
+        waited = 0
+        while len(self.received) < n and waited < budget:
+            await ctx.tick().repeat(BYTE)
+            waited += BYTE
+        await ctx.tick().repeat(2 * BYTE)              # anything extra would show up here
+        got, self.received[:] = bytes(self.received), []
+        return got
+
+    async def exchange(self, ctx, request, compare=True):
+        """Send `request`; return the RTL reply, checked against the golden device."""
+        expect = self.golden_reply(request)
+        await drive_line(ctx, self.dut.rx, request)
+        budget = BYTE * (len(expect) + 3 * self.ref.timeout_bytes + 8) \
+            + 4 * self.mock.latency
+        got = await self.collect(ctx, len(expect), budget)
+        if compare:
+            assert got == expect, f"request {request.hex()}: RTL {got.hex()} != golden " \
+                                  f"{expect.hex()}"
+            same_device(self.mock.g, self.ref)
+        self.replies.append(got)
+        return got
+
+    def run(self, script):
+        sim = Simulator(self.dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(line_decoder(self.dut.tx, self.received), background=True)
+        sim.add_testbench(self.mock.serve(self.dut.dev), background=True)
+
+        async def main(ctx):
+            ctx.set(self.dut.rx, 1)
+            await ctx.tick().repeat(4)
+            await script(ctx, self)
+        sim.add_testbench(main)
+        sim.run()
+
+
+def parse(reply):
+    assert reply[0] == SYNC
+    _, cmd, seq, length = struct.unpack_from("<BBBH", reply)
+    assert len(reply) == 7 + length
+    return cmd, seq, reply[5:5 + length]
+
+
+def write(space, addr, data, seq=1):
+    return encode_frame(Cmd.WRITE, seq, struct.pack("<BI", space, addr) + bytes(data))
+
+
+def read(space, addr, count, seq=1):
+    return encode_frame(Cmd.READ, seq, struct.pack("<BIH", space, addr, count))
+
+
+# ------------------------------------------------------------------------------ UART
+
+
+def test_crc16_step_matches_golden():
+    from amaranth.sim import Simulator as Sim
+    from amaranth import Module, Signal
+    m = Module()
+    crc, byte, out = Signal(16), Signal(8), Signal(16)
+    m.d.comb += out.eq(crc16_step(crc, byte))
+    rng = np.random.default_rng(1)
+    cases = [(0xFFFF, 0x31), (0, 0), (0x8000, 0xFF)] + \
+        [tuple(int(v) for v in (rng.integers(1 << 16), rng.integers(256))) for _ in range(50)]
+
+    async def bench(ctx):
+        for c, b in cases:
+            ctx.set(crc, c)
+            ctx.set(byte, b)
+            assert ctx.get(out) == crc16(bytes([b]), c), (hex(c), hex(b))
+    sim = Sim(m)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("divisor", [4, 5, 7])
+def test_uart_rx_back_to_back_and_bad_stop_bit_dropped(divisor):
+    dut = UARTRx(divisor)
+    got, errors = [], []
+    good = [0x55, 0xA5, 0x00, 0xFF, 0x81]
+
+    async def source(ctx):
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(3)
+        await drive_line(ctx, dut.rx, good[:2], divisor)   # back to back
+        for bit in uart_bits(0x3C, stop=0):                # framing error: dropped
+            ctx.set(dut.rx, bit)
+            await ctx.tick().repeat(divisor)
+        ctx.set(dut.rx, 1)                                 # the line returns to idle
+        await ctx.tick().repeat(2 * divisor)
+        await drive_line(ctx, dut.rx, good[2:], divisor)
+        await ctx.tick().repeat(3 * divisor)
+
+    async def sink(ctx):
+        ctx.set(dut.o.ready, 1)
+        async for _, _, valid, payload, ferr in ctx.tick().sample(dut.o.valid, dut.o.payload,
+                                                                  dut.frame_error):
+            if valid:
+                got.append(payload)
+            if ferr:
+                errors.append(len(got))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(sink, background=True)
+    sim.run()
+    assert got == good
+    assert errors == [2]                                  # exactly the bad byte, in place
+
+
+def test_uart_rx_overrun_keeps_the_held_byte():
+    dut = UARTRx(4)
+    got = []
+
+    async def bench(ctx):
+        ctx.set(dut.rx, 1)
+        await ctx.tick().repeat(3)
+        await drive_line(ctx, dut.rx, [0x12, 0x34], 4)      # nobody takes the first byte
+        await ctx.tick().repeat(8)
+        assert ctx.get(dut.o.valid)
+        got.append(ctx.get(dut.o.payload))
+        ctx.set(dut.o.ready, 1)
+        await ctx.tick()
+        ctx.set(dut.o.ready, 0)
+        await ctx.tick()
+        assert not ctx.get(dut.o.valid)                    # 0x34 was dropped (overrun)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [0x12]
+
+
+@pytest.mark.parametrize("divisor", [4, 6])
+def test_uart_tx_back_to_back_at_line_rate(divisor):
+    dut = UARTTx(divisor)
+    data = [0xA5, 0x00, 0xFF, 0x3C, 0x81]
+    received, done = [], []
+
+    async def source(ctx):
+        for byte in data:
+            ctx.set(dut.i.payload, byte)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+        start = 0
+        while len(received) < len(data):
+            await ctx.tick()
+            start += 1
+        done.append(start)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source)
+    sim.add_testbench(line_decoder(dut.tx, received, divisor), background=True)
+    sim.run()
+    assert received == data
+    # the last byte was accepted at the start of its frame: it ends ~9.5 bit-times later
+    assert done[0] <= 10 * divisor
+
+
+def test_constructors_refuse_impossible_parameters():
+    for bad in (3, 0, 4.5):
+        with pytest.raises(ValueError, match="divisor"):
+            UARTRx(bad)
+        with pytest.raises(ValueError, match="divisor"):
+            UARTTx(bad)
+        with pytest.raises(ValueError, match="divisor"):
+            HostLink(bad)
+    with pytest.raises(ValueError, match="addr_width"):
+        HostLink(4, addr_width=0)
+    with pytest.raises(ValueError, match="addr_width"):
+        device_signature(33)
+    with pytest.raises(ValueError, match="timeout_bytes"):
+        HostLink(4, timeout_bytes=0)
+    with pytest.raises(ValueError, match="too slow"):
+        divisor_for(300_000, 115200)
+    assert divisor_for(48e6) == 417 and divisor_for(12e6) == 104
+
+
+def test_frame_buffer_is_a_memory_not_flip_flops():
+    from amaranth.lib.memory import Memory
+    buf = HostLink(4).elaborate(None).submodules.frame_buf
+    assert isinstance(buf, Memory) and buf.depth == MAX_PAYLOAD and buf.shape == 8
+    assert [p.domain for p in buf.read_ports] == ["sync"]      # synchronous: block RAM
+
+
+# ------------------------------------------------------------------------------ protocol
+
+
+def test_ping_noise_and_bad_lengths():
+    async def script(ctx, b):
+        cmd, seq, payload = parse(await b.exchange(ctx, encode_frame(Cmd.PING, 7)))
+        assert (cmd, seq, payload) == (Cmd.PING | 0x80, 7, b"SFHL\x01\x00")
+        await b.exchange(ctx, b"\x00\x13\x37\xff" + encode_frame(Cmd.PING, 77))   # noise
+        for frame in (encode_frame(Cmd.PING, 2, b"x"), encode_frame(Cmd.STATUS, 3, b"\0"),
+                      encode_frame(Cmd.COUNTERS, 4, b"ab"), encode_frame(Cmd.PERF, 5, b"q"),
+                      encode_frame(Cmd.RUN, 6, b"\0"), encode_frame(Cmd.RESET, 7, b"z"),
+                      encode_frame(Cmd.LOAD, 8, b"\0\0\0"), encode_frame(Cmd.WRITE, 9, b"\0" * 4),
+                      encode_frame(Cmd.READ, 10, b"\0" * 6), encode_frame(Cmd.READ, 11, b"\0" * 8),
+                      read(Space.PROGRAM, 0, MAX_PAYLOAD + 1, seq=12)):
+            cmd, _, payload = parse(await b.exchange(ctx, frame))
+            assert cmd == NACK and payload[1] == Error.BAD_LENGTH
+        # a length above 1024 is refused as soon as the header is in (no CRC, no payload)
+        hdr = bytes([SYNC, Cmd.WRITE, 13]) + struct.pack("<H", MAX_PAYLOAD + 1)
+        cmd, seq, payload = parse(await b.exchange(ctx, hdr))
+        assert (cmd, seq, payload) == (NACK, 13, bytes([Cmd.WRITE, Error.BAD_LENGTH]))
+        for code in (0x00, 0x0A, 0x42, 0x85, 0xFF):
+            cmd, _, payload = parse(await b.exchange(ctx, encode_frame(code, 1)))
+            assert cmd == NACK and payload == bytes([code, Error.UNKNOWN_CMD])
+        # STATUS reports the last NACK's code
+        _, _, payload = parse(await b.exchange(ctx, encode_frame(Cmd.STATUS, 1)))
+        assert payload[1] == Error.UNKNOWN_CMD
+    Bench().run(script)
+
+
+def test_write_read_every_space_load_run_reset():
+    image = tiny_program()
+    x = np.array([[[3, 15]], [[0, 7]]], dtype="<i2").tobytes()     # [T=2, 1, 2]
+
+    async def script(ctx, b):
+        g = b.mock.g
+        # before LOAD: PROGRAM is writable, INPUT and OUTPUT are empty
+        await b.exchange(ctx, write(Space.PROGRAM, 16, b"\x11\x22\x33"))
+        _, _, payload = parse(await b.exchange(ctx, read(Space.PROGRAM, 15, 5)))
+        assert payload == b"\x00\x11\x22\x33\x00"
+        await b.exchange(ctx, write(Space.INPUT, 0, b"\x01"))                   # BAD_ADDRESS
+        await b.exchange(ctx, read(Space.OUTPUT, 0, 0))                         # empty ACK
+        await b.exchange(ctx, read(Space.OUTPUT, 0, 1))                         # BAD_ADDRESS
+        await b.exchange(ctx, write(Space.PROGRAM, 0, b""))                     # empty write
+        # program memory edges and bad spaces
+        end = len(g.program_mem)
+        await b.exchange(ctx, write(Space.PROGRAM, end - 2, b"ab"))
+        await b.exchange(ctx, write(Space.PROGRAM, end - 2, b"abc"))            # 1 too far
+        await b.exchange(ctx, read(Space.PROGRAM, end - 2, 2))
+        await b.exchange(ctx, read(Space.PROGRAM, end - 1, 2))
+        await b.exchange(ctx, read(Space.PROGRAM, 0xFFFFFFFF, 1))               # no wrap
+        await b.exchange(ctx, write(Space.PROGRAM, 0xFFFFFFFF, b"a"))
+        await b.exchange(ctx, write(3, 0, b"a"))
+        await b.exchange(ctx, read(7, 0, 1))
+        await b.exchange(ctx, encode_frame(Cmd.RUN, 2))                         # NO_PROGRAM
+        await b.exchange(ctx, encode_frame(Cmd.STATUS, 3))
+        # LOAD: the size check is HostLink's, the image check the device's
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 4, struct.pack("<I", end + 1)))
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 4, struct.pack("<I", 64)))  # BAD_PROGRAM
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        cmd, _, payload = parse(await b.exchange(ctx, encode_frame(
+            Cmd.LOAD, 5, struct.pack("<I", len(image)))))
+        assert cmd == Cmd.LOAD | 0x80 and struct.unpack("<5H", payload) == (2, 1, 2, 1, 2)
+        # INPUT and OUTPUT after LOAD; RUN; READ the result back
+        await b.exchange(ctx, write(Space.INPUT, 0, x))
+        _, _, payload = parse(await b.exchange(ctx, read(Space.INPUT, 0, len(x))))
+        assert payload == x
+        await b.exchange(ctx, write(Space.INPUT, 6, b"\0\0\0"))                 # past the end
+        cmd, _, payload = parse(await b.exchange(ctx, encode_frame(Cmd.RUN, 6)))
+        assert cmd == Cmd.RUN | 0x80
+        await b.exchange(ctx, read(Space.OUTPUT, 0, 8))
+        await b.exchange(ctx, write(Space.OUTPUT, 0, b"\0"))                    # read only
+        for cmd in (Cmd.STATUS, Cmd.COUNTERS, Cmd.PERF):
+            await b.exchange(ctx, encode_frame(cmd, 9))
+        # out-of-range input -> BAD_INPUT from the device, NACK from HostLink
+        await b.exchange(ctx, write(Space.INPUT, 0, struct.pack("<h", 100)))
+        await b.exchange(ctx, encode_frame(Cmd.RUN, 10))
+        _, _, status = parse(await b.exchange(ctx, encode_frame(Cmd.STATUS, 11)))
+        assert status[:2] == bytes([State.ERROR, Error.BAD_INPUT])
+        # RESET clears last_error, input and output, keeps the program
+        await b.exchange(ctx, encode_frame(Cmd.RESET, 12))
+        _, _, status = parse(await b.exchange(ctx, encode_frame(Cmd.STATUS, 13)))
+        assert status[:2] == bytes([State.READY, 0])
+        await b.exchange(ctx, write(Space.INPUT, 0, x))
+        await b.exchange(ctx, encode_frame(Cmd.RUN, 14))
+        await b.exchange(ctx, read(Space.OUTPUT, 0, 8))
+        await b.exchange(ctx, encode_frame(Cmd.COUNTERS, 15))
+        # writing PROGRAM unloads the program until the next LOAD
+        await b.exchange(ctx, write(Space.PROGRAM, 200, b"\x01"))
+        cmd, _, payload = parse(await b.exchange(ctx, encode_frame(Cmd.RUN, 16)))
+        assert cmd == NACK and payload[1] == Error.NO_PROGRAM
+    Bench().run(script)
+
+
+def test_run_result_equals_the_golden_interpreter():
+    """The mock's compute is the golden interpreter: the OUTPUT read through HostLink is
+    its readout, computed here independently."""
+    w, bias = np.array([[1, -2], [3, 4]]), np.array([5, -6])
+    xs = np.array([[[3, 15]], [[0, 7]]])
+    expect = (w @ xs.sum(axis=(0, 1)) + 2 * bias).tolist()
+
+    async def script(ctx, b):
+        image = tiny_program()
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 1, struct.pack("<I", len(image))))
+        await b.exchange(ctx, write(Space.INPUT, 0, xs.astype("<i2").tobytes()))
+        await b.exchange(ctx, encode_frame(Cmd.RUN, 2))
+        _, _, out = parse(await b.exchange(ctx, read(Space.OUTPUT, 0, 8)))
+        assert np.frombuffer(out, "<i4").tolist() == expect
+    Bench(latency=2000, read_latency=3).run(script)
+
+
+def test_perf_counters_are_forwarded():
+    def perf(g):
+        return (0x01020304 + 1000 * g.inferences, 77 * g.inferences, 0xFFFFFFFF - g.inferences)
+
+    async def script(ctx, b):
+        for seq in (1, 2):
+            got = await b.exchange(ctx, encode_frame(Cmd.PERF, seq), compare=False)
+            assert got == encode_frame(Cmd.PERF | 0x80, seq, struct.pack("<III", *perf(b.mock.g)))
+        image = tiny_program()
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 1, struct.pack("<I", len(image))))
+        await b.exchange(ctx, encode_frame(Cmd.RUN, 2))
+        assert b.mock.g.inferences == 1
+        got = await b.exchange(ctx, encode_frame(Cmd.PERF, 3), compare=False)
+        assert got == encode_frame(Cmd.PERF | 0x80, 3, struct.pack("<III", 0x01020304 + 1000,
+                                                                   77, 0xFFFFFFFE))
+    Bench(perf=perf).run(script)
+
+
+def test_frames_sent_during_a_long_command_are_queued():
+    """The host sends RUN and, without waiting, a PING: the PING waits in the receive FIFO
+    while the device runs, then both are answered in order."""
+    async def script(ctx, b):
+        request = encode_frame(Cmd.RUN, 1) + encode_frame(Cmd.PING, 2)
+        await b.exchange(ctx, request)
+        assert [parse(r)[0] for r in (b.replies[-1][:9], b.replies[-1][9:])] == \
+            [NACK, Cmd.PING | 0x80]
+    Bench(latency=40 * BYTE).run(script)
+
+
+def write_frame():
+    return write(Space.PROGRAM, 16, b"\x11" * 8, seq=9)
+
+
+@pytest.mark.parametrize("part", [0, 1])
+def test_every_single_bit_flip_of_a_write_is_refused(part):
+    """Every bit after SYNC of a 20-byte WRITE frame (152 flips over the two parts): the
+    reply equals the golden device's (BAD_CRC, BAD_LENGTH or TRUNCATED), nothing is
+    written, and the link still answers."""
+    frame = write_frame()
+    bits = list(range(8, 8 * len(frame)))
+    bits = bits[part::2]
+
+    async def script(ctx, b):
+        for bit in bits:
+            bad = bytearray(frame)
+            bad[bit // 8] ^= 1 << (bit % 8)
+            got = await b.exchange(ctx, bytes(bad))
+            assert got and parse(got[:7 + got[3]])[0] == NACK, f"bit {bit} accepted"
+            assert b.mock.writes == 0 and not any(b.mock.g.program_mem), f"bit {bit}"
+        await b.exchange(ctx, frame)                 # the intact frame is accepted
+        assert b.mock.writes == 8
+    Bench().run(script)
+
+
+def test_truncated_frame_times_out_and_the_link_recovers():
+    async def script(ctx, b):
+        frame = encode_frame(Cmd.PING, 3)
+        await drive_line(ctx, b.dut.rx, frame[:4])
+        assert b.ref.feed(frame[:4]) == b""
+        await ctx.tick().repeat(int(0.8 * TIMEOUT * BYTE))
+        assert b.received == [], "a partial frame was answered before the timeout"
+        expect = b.ref.idle(TIMEOUT)
+        got = await b.collect(ctx, len(expect), 4 * TIMEOUT * BYTE)
+        assert got == expect and parse(got) == (NACK, 3, bytes([Cmd.PING, Error.TRUNCATED]))
+        await b.exchange(ctx, frame)
+        await b.exchange(ctx, bytes([SYNC]))         # SYNC alone: cmd 0, seq 0
+        await b.exchange(ctx, write_frame()[:12])    # cut inside the payload: nothing written
+        assert b.mock.writes == 0
+        _, _, status = parse(await b.exchange(ctx, encode_frame(Cmd.STATUS, 4)))
+        assert status[1] == Error.TRUNCATED
+    Bench().run(script)
+
+
+def test_default_timeout_is_64_byte_times():
+    async def script(ctx, b):
+        await drive_line(ctx, b.dut.rx, encode_frame(Cmd.STATUS, 5)[:3])
+        await ctx.tick().repeat(60 * BYTE)
+        assert b.received == []
+        got = await b.collect(ctx, 9, 20 * BYTE)
+        assert parse(got) == (NACK, 5, bytes([Cmd.STATUS, Error.TRUNCATED]))
+    Bench(timeout_bytes=64).run(script)
