@@ -39,6 +39,8 @@ class Cmd(enum.IntEnum):
     STATUS = 0x06        # -> state u8, last error u8, inferences u32
     COUNTERS = 0x07      # -> inferences u32, ops u32, saturations u32
     RESET = 0x08         # soft reset: clear input, output, status; keep the program
+    PERF = 0x09          # -> cycles u32, events u32, skipped u32 of the last RUN (0 = not
+                         #    modelled: the golden device has no cycle model)
 
 
 class Space(enum.IntEnum):
@@ -273,6 +275,14 @@ class HostLinkDevice:
         if payload:
             return Error.BAD_LENGTH
         return struct.pack("<III", self.inferences, self.ops_run, self.saturations)
+
+    def _cmd_perf(self, payload):
+        """Performance counters of the last RUN. The golden device has no cycle model, so
+        it answers zeros ("0 = not modelled by the golden reference device"); the RTL
+        device reports its own cycles, events and skipped events."""
+        if payload:
+            return Error.BAD_LENGTH
+        return struct.pack("<III", 0, 0, 0)
 
     def _cmd_reset(self, payload):
         if payload:

@@ -168,5 +168,11 @@ class AcceleratorLink:
         inferences, ops, saturations = struct.unpack("<III", self.command(Cmd.COUNTERS))
         return {"inferences": inferences, "ops": ops, "saturations": saturations}
 
+    def perf(self) -> dict:
+        """Cycles, events and skipped (silent) events of the last RUN; 0 before any run and
+        from the golden reference device, which has no cycle model."""
+        cycles, events, skipped = struct.unpack("<III", self.command(Cmd.PERF))
+        return {"cycles": cycles, "events": events, "skipped": skipped}
+
     def reset(self) -> None:
         self.command(Cmd.RESET)

@@ -176,3 +176,17 @@ def test_cli_run_reports_bit_identical_results(capsys):
     assert summary["bit_identical_to_golden"] and summary["inferences"] == 5
     assert len(summary["predictions"].split()) == 5
     assert main(["run", "--model", "pinn-sin", "--count", "0"]) == 2    # a message, not a crash
+
+
+def test_perf_answers_zeros_from_the_golden_device(ssa):
+    """PERF (0x09): cycles, events, skipped of the last RUN; the golden device has no cycle
+    model, so 0 = not modelled, before and after a run; a payload is BAD_LENGTH."""
+    model, images, _ = ssa
+    link, device = linked()
+    zeros = {"cycles": 0, "events": 0, "skipped": 0}
+    assert link.perf() == zeros
+    link.load_program(compile_transformer(model))
+    link.infer(tf.encode_input(images[:1], model.cfg)[0])
+    assert link.perf() == zeros
+    assert reply(device, encode_frame(Cmd.PERF, 4)) == (Cmd.PERF | 0x80, 4, bytes(12))
+    assert nack_code(device, encode_frame(Cmd.PERF, 5, b"\x00")) == Error.BAD_LENGTH
