@@ -145,7 +145,9 @@ class HostLink(wiring.Component):
 
         m.d.comb += [wp.addr.eq(cnt), wp.data.eq(rbyte), rp.addr.eq(rptr),
                      dev.mem_addr.eq(ptr), dev.mem_space.eq(space[:2]),
-                     utx.i.payload.eq(tx_byte), crc_in.eq(rbyte)]
+                     utx.i.payload.eq(tx_byte), crc_in.eq(rbyte),
+                     # straight from registers the parser leaves alone while busy
+                     dev.cmd.eq(cmd[:4]), dev.load_size.eq(size)]
         m.d.sync += [dev.mem_we.eq(0), dev.mem_re.eq(0), dev.cmd_start.eq(0),
                      dev.program_written.eq(0)]
         with m.If(dev.mem_we):
@@ -319,7 +321,7 @@ class HostLink(wiring.Component):
                 m.d.sync += dev.program_written.eq(space == Space.PROGRAM)
                 ack(0)
             with m.State("LAUNCH"):
-                m.d.sync += [dev.cmd_start.eq(1), dev.cmd.eq(cmd[:4]), dev.load_size.eq(size)]
+                m.d.sync += dev.cmd_start.eq(1)
                 m.next = "WAIT_DONE"
             with m.State("WAIT_DONE"):
                 with m.If(dev.cmd_done):
