@@ -74,6 +74,7 @@ class Reason(enum.IntEnum):
     INT_READ = 35          # an op reads an INT buffer
     UNWRITTEN = 36         # an op reads a buffer nothing wrote before it
     INT_WRITE = 37         # an op other than READOUT writes an INT buffer (or READOUT not INT)
+    PLANES = 38            # a LINEAR / READOUT source with more bit planes than the engine shifts
 
 
 class LoadError(ProgramError):
@@ -107,6 +108,7 @@ class AcceleratorConfig:
     max_neurons: int = 64
     max_tokens: int = 8
     max_readout: int = 16
+    max_planes: int = 8         # bit planes of a LINEAR / READOUT source (UINT bits; signed: 2)
     weight_words: int = 4096
     bias_words: int = 512
     act_words: int = 8192
@@ -132,6 +134,7 @@ class AcceleratorConfig:
         need("signed_spikes", lambda v: isinstance(v, bool), "a bool")
         need("weight_width", lambda v: _is_int(v) and 2 <= v <= 16, "an integer in [2, 16]")
         need("bias_width", lambda v: _is_int(v) and 2 <= v <= 32, "an integer in [2, 32]")
+        need("max_planes", lambda v: _is_int(v) and 1 <= v <= 16, "an integer in [1, 16]")
         for name in ("max_in", "max_tokens", "max_readout", "weight_words", "bias_words",
                      "act_words", "max_ops"):
             need(name, lambda v: pos(v) and v < 1 << 16 if name.startswith("max") else pos(v),
@@ -193,6 +196,9 @@ class AcceleratorConfig:
         kw["max_neurons"] = -(-neurons // lanes) * lanes
         kw["max_tokens"] = max(b.tokens for p in programs for b in p.buffers)
         kw["max_readout"] = max([1] + [op.n_out for _, op in mat if op.op == Op.READOUT])
+        kw["max_planes"] = max([1] + [buffer_planes(p.buffers[op.src[0]].kind,
+                                                    p.buffers[op.src[0]].bits)
+                                      for p, op in mat])
         kw["max_buffers"] = min(256, _pow2(max(len(p.buffers) for p in programs)))
         kw["max_ops"] = _pow2(max(len(p.ops) for p in programs))
         kw["program_bytes"] = _pow2(max(len(p.to_bytes()) for p in programs))
@@ -260,6 +266,7 @@ class OpEntry:
     v_reset: int
     v0: int
     acc_shift: int
+    cur_width: int      # LINEAR / ATTENTION: the LIF's input current width
     bias_rows: int
     weight_bits: int
     groups: int
@@ -488,6 +495,10 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
                                    "only READOUT writes, and writes only, INT buffers")
         if op.op in (Op.LINEAR, Op.READOUT):
             lif = op.lif
+            sb = prog.buffers[op.src[0]]
+            if buffer_planes(sb.kind, sb.bits) > cfg.max_planes:
+                fail(Reason.PLANES, f"{where}: its source has {buffer_planes(sb.kind, sb.bits)} "
+                                    f"bit planes, the build's engine takes {cfg.max_planes}")
             if op.op == Op.LINEAR:
                 if lif.width != cfg.width or lif.reset != cfg.reset or \
                         lif.signed_spikes != cfg.signed_spikes:
@@ -560,7 +571,7 @@ def _op_entry(op, cfg, wbase, bbase) -> OpEntry:
         lif = op.lif
         e.update(flags=FLAG_SIGNED * lif.signed_spikes | FLAG_RESET_ZERO * (lif.reset == "zero"),
                  leak=NO_LEAK if lif.leak_shift is None else lif.leak_shift,
-                 theta=lif.theta, v_reset=lif.v_reset)
+                 theta=lif.theta, v_reset=lif.v_reset, cur_width=lif.in_width)
     if op.op == Op.ATTENTION:
         e.update(mode=ATTN_MODES[op.mode], variant=SDSA_VARIANTS[op.variant], block=op.block,
                  heads=op.heads)
@@ -610,7 +621,7 @@ def loader_cycles(loaded, cfg: AcceleratorConfig) -> int:
 
 
 # RTL ProgramLoader timing (rtl/program_loader.py): one byte a cycle, read data a cycle late.
-HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 49, 24, 8, 5
+HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 49, 25, 8, 5
 
 
 def _rtl_cycles(loaded: LoadedProgram, cfg: AcceleratorConfig) -> int:

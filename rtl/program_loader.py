@@ -59,6 +59,7 @@ def op_entry_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "mode": 2, "variant": 1, "block": _u(cfg.attn_max_block), "n_in": _u(cfg.max_in),
         "n_out": _u(nmax), "repeat": _u(min(255, cfg.max_neurons)), "heads": 8, "leak": 8,
         "theta": signed(W), "v_reset": signed(W), "v0": signed(W), "acc_shift": signed(8),
+        "cur_width": 6,
         "bias_rows": _u(cfg.max_tokens), "weight_bits": _u(cfg.weight_width),
         "groups": _u(-(-nmax // P)), "ngroups": _u(-(-nmax // P)),
         "wbase": _u(cfg.weight_words), "bbase": _u(cfg.bias_words),
@@ -139,7 +140,8 @@ class ProgramLoader(wiring.Component):
         cgroups = Signal(16)
         m.d.comb += cgroups.eq((b_channels + (P - 1)) >> lp)
         info_layout = data.StructLayout({"tokens": _u(cfg.max_tokens),
-                                         "channels": _u(cfg.max_channels), "kind": 2})
+                                         "channels": _u(cfg.max_channels), "kind": 2,
+                                         "planes": 8})
         m.submodules.info = info = Memory(shape=info_layout, depth=cfg.max_buffers, init=[])
         info_w, info_r = info.write_port(), info.read_port()
         buf_i = Signal(16)
@@ -245,6 +247,7 @@ class ProgramLoader(wiring.Component):
             (is_mat & ((o_nin > cfg.max_in) | (is_lin & (neurons > cfg.max_neurons)) |
                        (is_ro & (neurons > cfg.max_readout))), Reason.SIZE_LIMIT),
             (is_mat & ((o_wbits == 0) | (o_wbits > cfg.weight_width)), Reason.WEIGHT_BITS),
+            (is_mat & (bi[0].planes > cfg.max_planes), Reason.PLANES),
             (is_mat & ((o_waddr > h_blob) | ((o_brows != 0) & (o_baddr > h_blob))),
              Reason.BLOB_RANGE),
         ]
@@ -399,7 +402,7 @@ class ProgramLoader(wiring.Component):
                     m.d.comb += [info_w.en.eq(1), info_w.addr.eq(buf_i),
                                  info_w.data.tokens.eq(b_tokens),
                                  info_w.data.channels.eq(b_channels),
-                                 info_w.data.kind.eq(b_kind)]
+                                 info_w.data.kind.eq(b_kind), info_w.data.planes.eq(planes)]
                     with m.If(buf_i == h_in):
                         m.d.sync += [info_in_tok.eq(b_tokens), info_in_ch.eq(b_channels)]
                     with m.If(buf_i == h_out):
@@ -459,7 +462,7 @@ class ProgramLoader(wiring.Component):
             with m.State("O_WRITE"):
                 d = self.op_data
                 lif = [d.flags.eq(Cat(signed_f, reset_zero)), d.leak.eq(o_leak),
-                       d.theta.eq(o_theta), d.v_reset.eq(o_vreset)]
+                       d.theta.eq(o_theta), d.v_reset.eq(o_vreset), d.cur_width.eq(o_curw)]
                 m.d.sync += [self.op_en.eq(1), self.op_addr.eq(op_i), d.eq(0),
                              d.op.eq(o_op), d.n_src.eq(o_nsrc), d.dst.eq(o_dst),
                              d.leak.eq(0xFF), op_i.eq(op_i + 1),

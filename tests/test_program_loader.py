@@ -229,6 +229,7 @@ def refusal_cases(prog, cfg):
     add_case("unwritten", _edit(prog, o(add, 3), "<B", 5), Reason.UNWRITTEN)
     add_case("int write", _edit(prog, o(add, 5), "<B", len(prog.buffers) - 1),
              Reason.INT_WRITE)
+    add_case("planes", img, Reason.PLANES, replace(cfg, max_planes=1))
     return c
 
 
@@ -344,7 +345,7 @@ def test_rtl_reduced_digits_tables(small):
 
 
 RTL_FAULTS = ["magic", "version", "size", "crc flip", "buffer id", "weight range",
-              "no attention", "unwritten", "bias range"]
+              "no attention", "unwritten", "bias range", "planes"]
 
 
 def test_rtl_refusal_codes(small):
