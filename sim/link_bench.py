@@ -11,14 +11,14 @@ thread; its (summary, arrays) are written with `write_results`. An exception in 
 also written to results.json as "error" so the host can raise it verbatim.
 
 `UartLoopback` is the tiny device of the transport's own tests: `tx` follows `rx` through a
-register (or, with `echo=False`, stays idle: a device that never answers).
+register.
 """
 
 import importlib
 import inspect
 
 import cocotb
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from cocotb.task import bridge
@@ -33,23 +33,14 @@ CLOCK_NS = 10
 
 
 class UartLoopback(wiring.Component):
-    """`tx` = `rx` delayed by one register (echo), or constant idle high (echo=False)."""
+    """`tx` = `rx` delayed by one register."""
 
-    rx: In(1)
+    rx: In(1, init=1)
     tx: Out(1, init=1)
-
-    def __init__(self, echo: bool = True):
-        self.echo = echo
-        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        if self.echo:
-            m.d.sync += self.tx.eq(self.rx)
-        else:
-            idle = Signal(init=1)       # a register, so tx is a real flop output either way
-            m.d.sync += idle.eq(1)
-            m.d.comb += self.tx.eq(idle)
+        m.d.sync += self.tx.eq(self.rx)
         return m
 
 

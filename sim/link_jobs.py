@@ -5,7 +5,7 @@ against simulated RTL (`link_runner.run_link_job(..., job="spikeforge.sim.link_j
 The summary must be JSON-able; arrays are NumPy arrays.
 
 - `echo` / `silent_read`: raw transport round trips (loopback tests);
-- `ping`, `write_read`: single commands;
+- `ping`, `command`, `write_read`: single commands; `sequence`: several in one run;
 - `run_model`: the one implementation of `spikeforge run` (compile a shipped model, load it,
   infer held-out digits / PINN grid points, compare with the golden network bit for bit).
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..driver import DeviceError
-from ..golden.host_link import Error, Space
+from ..golden.host_link import Cmd, Error, Space
 
 MODELS = ("digits-ssa", "digits-sdsa", "digits-statten", "pinn-sin", "pinn-multi")
 
@@ -53,12 +53,38 @@ def ping(link):
     return {"version": link.ping()}, {}
 
 
+def command(link, cmd: str, payload_hex: str = ""):
+    """One raw command by name (`Cmd` member); returns the ACK payload. NACK -> DeviceError."""
+    return {"reply": link.command(Cmd[cmd], bytes.fromhex(payload_hex)).hex()}, {}
+
+
 def write_read(link, space: int, addr: int, data_hex: str):
     """WRITE `data_hex` at `addr` of `space`, READ it back."""
     data = bytes.fromhex(data_hex)
     link.write(Space(space), addr, data)
     back = link.read(Space(space), addr, len(data))
     return {"written": data.hex(), "read": back.hex()}, {}
+
+
+def sequence(link, steps: list):
+    """Several jobs of this module on one link, in one simulation: `steps` is a list of
+    {"job": name, "args": {...}, "catch": bool}. A step with `catch` records its exception
+    as "ExceptionType: message" under "error" instead of ending the run."""
+    results, arrays = [], {}
+    for k, step in enumerate(steps):
+        func = globals().get(step["job"])
+        if func is None or step["job"] in ("sequence", "prepare_model") or step["job"][0] == "_":
+            raise ValueError(f"step {k}: {step['job']!r} is not a job of {__name__}")
+        try:
+            summary, out = func(link, **step.get("args", {}))
+        except Exception as e:                 # noqa: BLE001 - only when the step asks
+            if not step.get("catch"):
+                raise
+            results.append({"error": f"{type(e).__name__}: {e}"})
+            continue
+        results.append(summary)
+        arrays.update({f"{k}_{name}": value for name, value in out.items()})
+    return {"steps": results}, arrays
 
 
 # --- a shipped network end to end ---
