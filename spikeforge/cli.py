@@ -235,7 +235,7 @@ def _run_on_rtl(args):
 
     progress(f"compiling {args.model} for the device top")
     run = prepare_model(args.model, args.count, args.timesteps)
-    params = device_params(run.program, args.divisor)
+    params = device_params(run.program, divisor=args.divisor)
     where = f"the RTL accelerator on {args.sim}"
     t0 = time.monotonic()
     try:
