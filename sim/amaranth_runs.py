@@ -175,3 +175,91 @@ def run_attention_core(dut, inferences, *, configs=None, gap=0.0, stall=0.0, see
 
     run_testbenches(dut, source, sink)
     return results, counters
+
+
+class AcceleratorHost:
+    """The host side of an `Accelerator`'s device port in Amaranth's simulator (what HostLink
+    does after a frame checked out): byte writes and reads per space, LOAD / RUN / RESET.
+    Methods are async and take the testbench context."""
+
+    def __init__(self, dut, timeout=2_000_000):
+        self.dut, self.dev, self.timeout = dut, dut.dev, timeout
+
+    async def write(self, ctx, space, addr, data: bytes):
+        dev = self.dev
+        ctx.set(dev.mem_space, int(space))
+        for k, byte in enumerate(data):
+            ctx.set(dev.mem_addr, addr + k)
+            ctx.set(dev.mem_wdata, byte)
+            ctx.set(dev.mem_we, 1)
+            await ctx.tick()
+        ctx.set(dev.mem_we, 0)
+        if int(space) == 0:
+            ctx.set(dev.program_written, 1)
+            await ctx.tick()
+            ctx.set(dev.program_written, 0)
+
+    async def read(self, ctx, space, addr, count) -> bytes:
+        dev, out = self.dev, bytearray()
+        ctx.set(dev.mem_space, int(space))
+        for k in range(count):
+            ctx.set(dev.mem_addr, addr + k)
+            ctx.set(dev.mem_re, 1)
+            await ctx.tick()
+            ctx.set(dev.mem_re, 0)
+            byte, = await ctx.tick().sample(dev.mem_rdata).until(dev.mem_rvalid)
+            out.append(byte)
+        return bytes(out)
+
+    async def command(self, ctx, cmd, load_size=0) -> tuple[int, int]:
+        """(error code, cycles) of LOAD / RUN / RESET; error 0 = ACK."""
+        dev = self.dev
+        ctx.set(dev.cmd, int(cmd))
+        ctx.set(dev.load_size, load_size)
+        ctx.set(dev.cmd_start, 1)
+        await ctx.tick()
+        ctx.set(dev.cmd_start, 0)
+        for cycles in range(self.timeout):
+            if ctx.get(dev.cmd_done):
+                error = ctx.get(dev.cmd_error)
+                await ctx.tick()
+                return error, cycles
+            await ctx.tick()
+        raise AssertionError(f"command {cmd!r}: no cmd_done within {self.timeout} cycles")
+
+
+def run_accelerator(dut, image: bytes, inputs, *, abort_after=None, seed=0):
+    """Load `image`, run every input [T, tokens, channels] (int16 elements) and read the
+    outputs back. Returns {"load": error, "runs": [(error, cycles, outputs int32 array)],
+    "counters": {...}}. `abort_after` = (run index, cycles): raise `abort` mid-run."""
+    from ..golden.host_link import Cmd, Space
+    host, result = AcceleratorHost(dut), {"runs": []}
+
+    async def bench(ctx):
+        await host.write(ctx, Space.PROGRAM, 0, image)
+        result["load"], result["load_cycles"] = await host.command(ctx, Cmd.LOAD, len(image))
+        for k, x in enumerate(inputs):
+            await host.write(ctx, Space.INPUT, 0,
+                             np.asarray(x, dtype="<i2").tobytes())
+            if abort_after is not None and abort_after[0] == k:
+                ctx.set(host.dev.cmd, int(Cmd.RUN))
+                ctx.set(host.dev.cmd_start, 1)
+                await ctx.tick()
+                ctx.set(host.dev.cmd_start, 0)
+                await ctx.tick().repeat(abort_after[1])
+                ctx.set(dut.abort, 1)
+                await ctx.tick()
+                ctx.set(dut.abort, 0)
+                error, = await ctx.tick().sample(host.dev.cmd_error).until(host.dev.cmd_done)
+                result["runs"].append((error, None, None))
+                continue
+            error, cycles = await host.command(ctx, Cmd.RUN)
+            size = ctx.get(host.dev.output_size)
+            out = await host.read(ctx, Space.OUTPUT, 0, size)
+            result["runs"].append((error, cycles, np.frombuffer(out, dtype="<i4").copy()))
+        result["counters"] = {name: ctx.get(getattr(host.dev, name)) for name in
+                              ("inferences", "ops_total", "sats_total", "perf_cycles",
+                               "perf_events", "perf_skipped", "state")}
+
+    run_testbenches(dut, bench)
+    return result

@@ -1,0 +1,118 @@
+"""Accelerator (rtl/accelerator.py) in Amaranth's simulator against the golden interpreter
+`run_program`: the host side is driven on the device port directly (the UART host link is
+proven separately and end to end in cocotb). Programs: the shipped spiking PINN (signed IF,
+v0, repeat, acc_shift, a 15-bit input) and small random transformer blocks (bit-plane input,
+per-token bias, every attention mode, ADD, READOUT)."""
+
+import functools
+
+import numpy as np
+import pytest
+
+from spikeforge.golden.compile import (BufKind, Op, OpDesc, _Builder, compile_pinn,
+                                       pinn_input, run_program)
+from spikeforge.golden.host_link import Error, State
+from spikeforge.golden.lif import LIFParams
+from spikeforge.golden.pinn import convert, eval_grid, load_weights
+from spikeforge.golden.program_loader import AcceleratorConfig
+from spikeforge.rtl.accelerator import Accelerator
+from spikeforge.sim.amaranth_runs import run_accelerator
+
+
+@functools.lru_cache(maxsize=None)
+def pinn_program(T=16):
+    snn = convert(load_weights("sin"), T, integer=True)
+    return snn, compile_pinn(snn)
+
+
+def block_program(mode, block=1, variant="reference", seed=0, heads=2, T=4):
+    """A random one-block spiking transformer: UINT5 input -> LINEAR (per-token bias) ->
+    q, k, v -> ATTENTION -> LINEAR -> ADD (residual) -> READOUT."""
+    rng = np.random.default_rng(seed)
+    N, D, C_in = 8, 16 * heads, 8
+    b = _Builder(T)
+    lif = lambda theta: LIFParams(theta=theta, leak_shift=1, width=16, reset="zero")
+    x = b.buffer(N, C_in, BufKind.UINT, 5)
+    emb, q, k, v, att, proj = (b.buffer(N, D, BufKind.SPIKES) for _ in range(6))
+    res = b.buffer(N, D, BufKind.UINT, 2)
+    out = b.buffer(1, 10, BufKind.INT, 32)
+    w = lambda n_out, n_in, s=40: rng.integers(-s, s + 1, size=(n_out, n_in))
+    b.matrix_op(Op.LINEAR, x, emb, w(D, C_in, 20), rng.integers(-50, 80, size=(N, D)), 8,
+                lif=lif(200))
+    for dst in (q, k, v):
+        b.matrix_op(Op.LINEAR, emb, dst, w(D, D), rng.integers(-20, 40, size=D), 8,
+                    lif=lif(60))
+    b.ops.append(OpDesc(Op.ATTENTION, att, (q, k, v), heads=heads, mode=mode, block=block,
+                        variant=variant, lif=LIFParams(theta=2, leak_shift=1, width=16,
+                                                       reset="zero", current_width=16)))
+    b.matrix_op(Op.LINEAR, att, proj, w(D, D), rng.integers(-20, 40, size=D), 8, lif=lif(50))
+    b.ops.append(OpDesc(Op.ADD, res, (emb, proj)))
+    b.matrix_op(Op.READOUT, res, out, w(10, D, 100), rng.integers(-30, 30, size=10), 8)
+    return b.program(x, out)
+
+
+def run_and_compare(prog, inputs, cfg):
+    dut = Accelerator(cfg)
+    got = run_accelerator(dut, prog.to_bytes(), inputs)
+    assert got["load"] == 0, f"LOAD refused with error {got['load']}"
+    want = run_program(prog, np.stack(inputs))
+    for k, (error, cycles, out) in enumerate(got["runs"]):
+        assert error == 0, f"run {k}: error {error}"
+        assert out.tolist() == want.output[k].reshape(-1).tolist(), f"run {k} output differs"
+    sats = sum(want.sat_counts)
+    assert got["counters"]["inferences"] == len(inputs)
+    assert got["counters"]["ops_total"] == len(inputs) * len(prog.ops)
+    assert got["counters"]["sats_total"] == sats
+    assert got["counters"]["state"] == State.DONE
+    return got
+
+
+def test_pinn_bit_exact():
+    snn, prog = pinn_program()
+    x = pinn_input(snn, eval_grid(5)[[0, 2, 4]])
+    run_and_compare(prog, list(x), AcceleratorConfig.for_programs(prog, lanes=4))
+
+
+@pytest.mark.parametrize("mode,block,variant", [
+    ("ssa", 1, "reference"), ("statten", 2, "reference"), ("sdsa", 1, "reference"),
+    ("sdsa", 1, "paper")])
+def test_transformer_block_bit_exact(mode, block, variant):
+    prog = block_program(mode, block, variant, seed=block + len(variant))
+    rng = np.random.default_rng(1)
+    inputs = [rng.integers(0, 17, size=(4, 8, 8)) for _ in range(2)]
+    spikes = run_program(prog, np.stack(inputs)).buffers
+    assert 0.05 < spikes[4].mean() < 0.95 and spikes[7].any(), "the test needs live spikes"
+    run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4))
+
+
+def test_out_of_range_input_and_no_program():
+    prog = block_program("ssa")
+    cfg = AcceleratorConfig.for_programs(prog, lanes=4)
+    good = np.random.default_rng(2).integers(0, 17, size=(4, 8, 8))
+    bad = good.copy()
+    bad[1, 3, 5] = 40          # above the 5-bit input range
+    got = run_accelerator(Accelerator(cfg), prog.to_bytes(), [bad, good])
+    assert got["runs"][0][0] == Error.BAD_INPUT
+    want = run_program(prog, good[None])
+    assert got["runs"][1][0] == 0
+    assert got["runs"][1][2].tolist() == want.output[0].reshape(-1).tolist()
+
+
+def test_abort_mid_inference_then_exact():
+    prog = block_program("statten", 2)
+    cfg = AcceleratorConfig.for_programs(prog, lanes=4)
+    x = [np.random.default_rng(3).integers(0, 17, size=(4, 8, 8)) for _ in range(2)]
+    got = run_accelerator(Accelerator(cfg), prog.to_bytes(), x, abort_after=(0, 6000))
+    assert got["runs"][0][0] == Error.BAD_INPUT      # the aborted run answers an error
+    want = run_program(prog, x[1][None])
+    assert got["runs"][1][0] == 0
+    assert got["runs"][1][2].tolist() == want.output[0].reshape(-1).tolist()
+
+
+def test_corrupt_image_refused():
+    prog = block_program("ssa")
+    cfg = AcceleratorConfig.for_programs(prog, lanes=4)
+    image = bytearray(prog.to_bytes())
+    image[100] ^= 0x10          # the CRC-32 no longer matches
+    got = run_accelerator(Accelerator(cfg), bytes(image), [])
+    assert got["load"] == Error.BAD_PROGRAM
