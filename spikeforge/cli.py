@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
     sp.add_argument("--divisor", type=int, default=8,
                     help="--sim verilator|icarus: clock cycles per UART bit")
-    sp.add_argument("--timeout-cycles", type=int, default=5_000_000,
+    sp.add_argument("--timeout-cycles", type=int, default=500_000,
                     help="--sim verilator|icarus: simulated cycles of silence before a reply "
                          "times out (longer than the slowest RUN)")
     sp.set_defaults(func=cmd_run)

@@ -175,3 +175,7 @@ def test_cli_golden_run_reports_pinn_error_counters_and_status(capsys):
     assert summary["rel_l2_vs_analytic"] == pytest.approx(want, rel=1e-3)
     assert summary["counters"]["inferences"] == 6 == summary["status"]["inferences"]
     assert summary["status"]["state"] == "DONE"
+    assert main(["run", "--model", "pinn-sin", "--count", "2"]) == 0    # x = 0, 1: u = 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert summary["rel_l2_vs_analytic"] is None and summary["max_abs_error_vs_analytic"] < 0.05
