@@ -66,6 +66,12 @@ def write_read(link, space: int, addr: int, data_hex: str):
     return {"written": data.hex(), "read": back.hex()}, {}
 
 
+def load_image(link, image_hex: str):
+    """WRITE an image (any bytes) to PROGRAM and LOAD it; returns the LOAD reply."""
+    link.load_program(bytes.fromhex(image_hex))
+    return {"loaded": True}, {}
+
+
 def sequence(link, steps: list):
     """Several jobs of this module on one link, in one simulation: `steps` is a list of
     {"job": name, "args": {...}, "catch": bool}. A step with `catch` records its exception
