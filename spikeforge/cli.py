@@ -7,7 +7,7 @@
                                               build/reports/*.json into a Markdown summary
     spikeforge bench                          Fmax/utilization and cycle benchmarks
     spikeforge run --model digits-ssa|digits-sdsa|digits-statten|pinn-sin|pinn-multi
-                   [--sim golden | --port /dev/ttyUSB0] [--count N]
+                   [--sim golden|verilator|icarus | --port /dev/ttyUSB0] [--count N] [--divisor N]
                                               compile, load over the host link, run, compare
 Heavy imports happen inside the subcommands so `--help` stays instant.
 """
