@@ -27,7 +27,7 @@ BAD_INPUT, as the golden device does; so does `abort`. Stopping soft-resets the 
 flushes the engine's accumulators, so the next run is exact.
 """
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -97,7 +97,7 @@ class Accelerator(wiring.Component):
         m.submodules.prog_mem = prog_mem = Memory(shape=8, depth=cfg.program_bytes, init=[])
         m.submodules.in_mem = in_mem = Memory(shape=8, depth=self.input_bytes, init=[])
         m.submodules.out_mem = out_mem = Memory(shape=8, depth=self.output_bytes, init=[])
-        m.submodules.act = act = self._act_mem = Memory(shape=P, depth=cfg.act_words * T, init=[])
+        m.submodules.act = act = Memory(shape=P, depth=cfg.act_words * T, init=[])
         m.submodules.bias = bias_mem = Memory(
             shape=data.ArrayLayout(signed(cfg.bias_width), P), depth=cfg.bias_words, init=[])
         m.submodules.ops = op_mem = Memory(shape=op_entry_layout(cfg), depth=cfg.max_ops,
@@ -715,7 +715,6 @@ class Accelerator(wiring.Component):
                     m.d.sync += [ctr.eq(0), plane.eq(0)]
                     m.next = "VAL_CHECK"
                 abort_check()
-            # (VAL_WRITE clears nothing: the next word starts from zero values)
 
             # ---- ATTENTION: rows {q, k, v} of head `head`, timestep-major
             if attn is not None:

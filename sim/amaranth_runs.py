@@ -211,14 +211,19 @@ class AcceleratorHost:
             out.append(byte)
         return bytes(out)
 
-    async def command(self, ctx, cmd, load_size=0) -> tuple[int, int]:
-        """(error code, cycles) of LOAD / RUN / RESET; error 0 = ACK."""
+    async def start(self, ctx, cmd, load_size=0):
+        """Pulse cmd_start for LOAD / RUN / RESET."""
         dev = self.dev
         ctx.set(dev.cmd, int(cmd))
         ctx.set(dev.load_size, load_size)
         ctx.set(dev.cmd_start, 1)
         await ctx.tick()
         ctx.set(dev.cmd_start, 0)
+
+    async def command(self, ctx, cmd, load_size=0) -> tuple[int, int]:
+        """(error code, cycles) of LOAD / RUN / RESET; error 0 = ACK."""
+        dev = self.dev
+        await self.start(ctx, cmd, load_size)
         for cycles in range(self.timeout):
             if ctx.get(dev.cmd_done):
                 error = ctx.get(dev.cmd_error)
@@ -242,10 +247,7 @@ def run_accelerator(dut, image: bytes, inputs, *, abort_after=None, seed=0):
             await host.write(ctx, Space.INPUT, 0,
                              np.asarray(x, dtype="<i2").tobytes())
             if abort_after is not None and abort_after[0] == k:
-                ctx.set(host.dev.cmd, int(Cmd.RUN))
-                ctx.set(host.dev.cmd_start, 1)
-                await ctx.tick()
-                ctx.set(host.dev.cmd_start, 0)
+                await host.start(ctx, Cmd.RUN)
                 await ctx.tick().repeat(abort_after[1])
                 ctx.set(dut.abort, 1)
                 await ctx.tick()
