@@ -66,11 +66,15 @@ def op_entry_layout(cfg: AcceleratorConfig) -> data.StructLayout:
     })
 
 
-def _crc32_byte(crc, byte):
-    """One reflected CRC-32 (0xEDB88320) byte step, unrolled: an XOR network."""
+def _crc32_byte(m, crc, byte):
+    """One reflected CRC-32 (0xEDB88320) byte step, unrolled: an XOR network. Each bit step
+    is its own signal: as one nested expression every step would copy the previous one
+    three times (3^8 terms in the generated Verilog and in every simulator cycle)."""
     c = crc ^ byte
-    for _ in range(8):
-        c = Mux(c[0], (c >> 1) ^ 0xEDB88320, c >> 1)[:32]
+    for k in range(8):
+        step = Signal(32, name=f"crc_step{k}")
+        m.d.comb += step.eq(Mux(c[0], (c >> 1) ^ 0xEDB88320, c >> 1))
+        c = step
     return c
 
 
@@ -294,6 +298,8 @@ class ProgramLoader(wiring.Component):
                 m.d.sync += [c_lo.eq(-half), c_hi.eq(half - 1)]
             m.d.sync += [c_col.eq(0), c_slot.eq(0), c_k.eq(0), lane_n.eq(0)]
 
+        crc_next = _crc32_byte(m, crc, Mux(a_zero, 0, self.prog_data))
+
         def fail(code):
             m.d.sync += reason.eq(code)
             m.next = "FAIL"
@@ -320,7 +326,7 @@ class ProgramLoader(wiring.Component):
                 with m.Elif(~a_valid):
                     m.next = "H_MAGIC"
                 with m.If(a_valid):
-                    m.d.sync += crc.eq(_crc32_byte(crc, Mux(a_zero, 0, self.prog_data)))
+                    m.d.sync += crc.eq(crc_next)
                     with m.If(a_hdr):
                         with m.Switch(a_pos):
                             for k in range(HEADER.size):
