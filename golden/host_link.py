@@ -47,6 +47,11 @@ class Space(enum.IntEnum):
     PROGRAM = 0          # the program image bytes
     INPUT = 1            # int16 per input element, [T, tokens, channels] order
     OUTPUT = 2           # int32 per output element (read only)
+    LAYERS = 3           # u32 per op: cycles op k took in the last RUN (read only; 0 = not
+                         #    modelled by the golden device, as PERF)
+
+
+READ_ONLY = (Space.OUTPUT, Space.LAYERS)
 
 
 class Error(enum.IntEnum):
@@ -147,6 +152,7 @@ class HostLinkDevice:
     program: Program | None = None
     input_mem: bytearray = field(default_factory=bytearray)
     output_mem: bytearray = field(default_factory=bytearray)
+    layers_mem: bytearray = field(default_factory=bytearray)   # sized by LOAD, as INPUT
     state: State = State.IDLE
     last_error: int = 0
     inferences: int = 0
@@ -196,7 +202,7 @@ class HostLinkDevice:
 
     def _space(self, space: int) -> bytearray | None:
         return {Space.PROGRAM: self.program_mem, Space.INPUT: self.input_mem,
-                Space.OUTPUT: self.output_mem}.get(space)
+                Space.OUTPUT: self.output_mem, Space.LAYERS: self.layers_mem}.get(space)
 
     def _cmd_ping(self, payload):
         return Error.BAD_LENGTH if payload else b"SFHL" + struct.pack("<H", PROTOCOL_VERSION)
@@ -207,7 +213,7 @@ class HostLinkDevice:
         space, addr = struct.unpack_from("<BI", payload)
         data = payload[5:]
         mem = self._space(space)
-        if mem is None or space == Space.OUTPUT or addr + len(data) > len(mem):
+        if mem is None or space in READ_ONLY or addr + len(data) > len(mem):
             return Error.BAD_ADDRESS
         mem[addr:addr + len(data)] = data
         if space == Space.PROGRAM and self.program is not None:
@@ -240,6 +246,8 @@ class HostLinkDevice:
         self.program, self.state = program, State.READY
         self.input_mem = bytearray(2 * program.timesteps * ib.tokens * ib.channels)
         self.output_mem = bytearray()
+        # no cycle model: every op's count stays 0 ("not modelled"), the RTL counts cycles
+        self.layers_mem = bytearray(4 * len(program.ops))
         return struct.pack("<HHHHH", program.timesteps, ib.tokens, ib.channels, ob.tokens,
                            ob.channels)
 

@@ -20,8 +20,8 @@ from amaranth.lib import fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..golden.host_link import (ACK_BIT, MAX_PAYLOAD, NACK, PROTOCOL_VERSION, SYNC, Cmd,
-                                Error, Space, crc16)
+from ..golden.host_link import (ACK_BIT, MAX_PAYLOAD, NACK, PROTOCOL_VERSION, READ_ONLY,
+                                SYNC, Cmd, Error, Space, crc16)
 from .uart import UARTRx, UARTTx, check_divisor
 
 __all__ = ["HostLink", "device_signature", "crc16_step"]
@@ -33,10 +33,12 @@ def device_signature(addr_width):
     if not isinstance(addr_width, int) or not 1 <= addr_width <= 32:
         raise ValueError(f"addr_width must be an integer in 1..32, got {addr_width!r}")
     size = addr_width + 1
+    assert max(Space) < 4, "mem_space is 2 bits"
     return wiring.Signature({
         "mem_space": Out(2), "mem_addr": Out(addr_width), "mem_wdata": Out(8),
         "mem_we": Out(1), "mem_re": Out(1), "mem_rdata": In(8), "mem_rvalid": In(1),
         "program_size": In(size), "input_size": In(size), "output_size": In(size),
+        "layers_size": In(size),
         "program_written": Out(1),
         "cmd_start": Out(1), "cmd": Out(4), "load_size": Out(32),
         "cmd_done": In(1), "cmd_error": In(4), "load_info": In(80),
@@ -282,14 +284,18 @@ class HostLink(wiring.Component):
                     with m.Default():
                         nack(Error.UNKNOWN_CMD)
             with m.State("ADDR_SUM"):
-                # golden: unknown space, a write to OUTPUT, or addr + len beyond the space
+                # golden: unknown space, a write to a read-only space, or addr + len beyond
+                # the space
+                sizes = {Space.PROGRAM: dev.program_size, Space.INPUT: dev.input_size,
+                         Space.OUTPUT: dev.output_size, Space.LAYERS: dev.layers_size}
+                assert set(sizes) == set(Space), "every space needs a size port"
+                selected = C(0, self.addr_width + 1)
+                for sp, sz in sizes.items():
+                    selected = Mux(space == sp, sz, selected)
                 m.d.sync += [
-                    end.eq(addr + n),
-                    size_sel.eq(Mux(space == Space.PROGRAM, dev.program_size,
-                                    Mux(space == Space.INPUT, dev.input_size,
-                                        dev.output_size))),
-                    bad_space.eq((space > Space.OUTPUT) |
-                                 ((cmd == Cmd.WRITE) & (space == Space.OUTPUT))),
+                    end.eq(addr + n), size_sel.eq(selected),
+                    bad_space.eq((space > max(Space)) |
+                                 ((cmd == Cmd.WRITE) & space.matches(*READ_ONLY))),
                     ptr.eq(addr), rptr.eq(5)]
                 m.next = "ADDR_CMP"
             with m.State("ADDR_CMP"):

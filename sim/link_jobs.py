@@ -141,7 +141,8 @@ def run_model(link, model: str, count: int = 20, timesteps: int = 16, *,
     """Load `model` over `link`, run `count` inferences, compare every output with the golden
     network. Returns (summary, arrays): summary has bit_identical_to_golden, mismatches,
     accuracy + predictions (digits) or the error vs the analytic solution (PINN), the device's
-    counters and status, and its perf counters when the driver and device have PERF."""
+    counters and status, its perf counters when the driver and device have PERF, and
+    layer_cycles (cycles per op of the last inference; None from a device without LAYERS)."""
     from ..golden.pinn import rel_l2
 
     run = prepared or prepare_model(model, count, timesteps)
@@ -179,22 +180,24 @@ def run_model(link, model: str, count: int = 20, timesteps: int = 16, *,
         arrays["u"] = u
     summary["counters"] = link.counters()
     summary["status"] = link.status()
-    perf = _perf(link)
+    perf = _optional(link, "perf", Error.UNKNOWN_CMD)
+    if isinstance(perf, dict):     # JSON-able for the bench's results file
+        perf = {k: int(v) if isinstance(v, (int, np.integer)) else v for k, v in perf.items()}
     if perf is not None:
         summary["perf"] = perf
+    # an older device has no LAYERS space: its READ is refused as out of range
+    summary["layer_cycles"] = _optional(link, "layer_cycles", Error.BAD_ADDRESS)
     return summary, arrays
 
 
-def _perf(link):
-    """`link.perf()` if the driver has it; None if it does not or the device refuses PERF."""
-    if not hasattr(link, "perf"):
+def _optional(link, name: str, refused: Error):
+    """`link.<name>()` if the driver has it; None if it does not or the device refuses it
+    with `refused` (a device older than the command)."""
+    if not hasattr(link, name):
         return None
     try:
-        perf = link.perf()
+        return getattr(link, name)()
     except DeviceError as e:
-        if e.code == Error.UNKNOWN_CMD:
+        if e.code == refused:
             return None
         raise
-    if isinstance(perf, dict):     # JSON-able for the bench's results file
-        return {k: int(v) if isinstance(v, (int, np.integer)) else v for k, v in perf.items()}
-    return perf

@@ -15,7 +15,7 @@ import struct
 
 import numpy as np
 
-from .golden.compile import Program
+from .golden.compile import HEADER as PROGRAM_HEADER, Program
 from .golden.host_link import (ACK_BIT, HEADER, MAX_PAYLOAD, NACK, SYNC, Cmd, Error,
                                HostLinkDevice, Space, State, crc16, encode_frame)
 
@@ -79,6 +79,7 @@ class AcceleratorLink:
         self.seq = 0
         self.input_shape: tuple[int, int, int] | None = None
         self.output_shape: tuple[int, int] | None = None
+        self.n_ops: int | None = None               # of the loaded program: LAYERS entries
 
     # --- framing ---
 
@@ -142,6 +143,7 @@ class AcceleratorLink:
         T, tokens, channels, out_tokens, out_channels = struct.unpack(
             "<HHHHH", self.command(Cmd.LOAD, struct.pack("<I", len(image))))
         self.input_shape, self.output_shape = (T, tokens, channels), (out_tokens, out_channels)
+        self.n_ops = PROGRAM_HEADER.unpack_from(image)[4]   # the device accepted this header
 
     def infer(self, x) -> np.ndarray:
         """One inference on encoded input [T, tokens, channels]; returns the output buffer
@@ -173,6 +175,15 @@ class AcceleratorLink:
         from the golden reference device, which has no cycle model."""
         cycles, events, skipped = struct.unpack("<III", self.command(Cmd.PERF))
         return {"cycles": cycles, "events": events, "skipped": skipped}
+
+    def layer_cycles(self) -> list[int]:
+        """Cycles each op of the loaded program took in the last RUN (LAYERS space, u32 per
+        op); 0 before any run and from the golden reference device, which has no cycle
+        model. A device without LAYERS refuses the READ: DeviceError BAD_ADDRESS."""
+        if self.n_ops is None:
+            raise RuntimeError("no program loaded: call load_program first")
+        data = self.read(Space.LAYERS, 0, 4 * self.n_ops)
+        return [int(v) for v in np.frombuffer(data, dtype="<u4")]
 
     def reset(self) -> None:
         self.command(Cmd.RESET)

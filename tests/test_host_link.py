@@ -190,3 +190,60 @@ def test_perf_answers_zeros_from_the_golden_device(ssa):
     assert link.perf() == zeros
     assert reply(device, encode_frame(Cmd.PERF, 4)) == (Cmd.PERF | 0x80, 4, bytes(12))
     assert nack_code(device, encode_frame(Cmd.PERF, 5, b"\x00")) == Error.BAD_LENGTH
+
+
+def test_layers_space_is_sized_by_load_read_only_and_zero_on_the_golden_device(ssa):
+    """LAYERS (space 3): u32 cycles per op of the last RUN; empty before a LOAD, 4 bytes per
+    op after it, zeros from the golden device (no cycle model), never writable."""
+    model = ssa[0]
+    program = compile_transformer(model)
+    n_ops = len(program.ops)
+    link, device = linked()
+
+    def read(addr, count, seq=1):
+        return encode_frame(Cmd.READ, seq, struct.pack("<BIH", Space.LAYERS, addr, count))
+
+    def write(addr, data, seq=1):
+        return encode_frame(Cmd.WRITE, seq, struct.pack("<BI", Space.LAYERS, addr) + data)
+
+    assert reply(device, read(0, 0)) == (Cmd.READ | 0x80, 1, b"")       # size 0 before LOAD
+    assert nack_code(device, read(0, 1)) == Error.BAD_ADDRESS
+    assert nack_code(device, write(0, b"")) == Error.BAD_ADDRESS        # read only, even empty
+    with pytest.raises(RuntimeError, match="no program loaded"):
+        link.layer_cycles()
+    link.load_program(program)
+    assert link.n_ops == n_ops
+    assert link.layer_cycles() == [0] * n_ops                          # before any RUN
+    link.infer(tf.encode_input(ssa[1][:1], model.cfg)[0])
+    assert link.layer_cycles() == [0] * n_ops                          # "not modelled"
+    size = 4 * n_ops
+    assert reply(device, read(size - 4, 4, seq=6)) == (Cmd.READ | 0x80, 6, bytes(4))
+    assert nack_code(device, read(size - 3, 4)) == Error.BAD_ADDRESS   # one byte too far
+    assert nack_code(device, read(size, 1)) == Error.BAD_ADDRESS
+    assert nack_code(device, read(0xFFFFFFFF, 1)) == Error.BAD_ADDRESS
+    for addr in (0, size - 1, size):
+        assert nack_code(device, write(addr, b"\x01")) == Error.BAD_ADDRESS
+    assert device.layers_mem == bytes(size)                            # nothing written
+    # the driver decodes little-endian u32 per op (values a cycle-counting device would hold)
+    device.layers_mem[:12] = bytes.fromhex("01000000" "78563412" "ffffffff")
+    assert link.layer_cycles()[:3] == [1, 0x12345678, 2**32 - 1]
+
+
+class DeviceWithoutLayers(HostLinkDevice):
+    """A device older than LAYERS: space 3 is unknown, so its READ is BAD_ADDRESS."""
+    def _space(self, space):
+        return None if space == Space.LAYERS else super()._space(space)
+
+
+def test_layer_cycles_on_a_device_without_layers():
+    from spikeforge.sim.link_jobs import run_model
+    link = AcceleratorLink(GoldenTransport(DeviceWithoutLayers()))
+    summary, _ = run_model(link, "pinn-sin", count=2, timesteps=8)
+    assert summary["bit_identical_to_golden"] and summary["layer_cycles"] is None
+    with pytest.raises(DeviceError, match="refused READ: BAD_ADDRESS"):
+        link.layer_cycles()
+    # the current golden device answers one zero per op of the shipped PINN program
+    link = AcceleratorLink(GoldenTransport())
+    summary, _ = run_model(link, "pinn-sin", count=2, timesteps=8)
+    n_ops = len(compile_pinn(convert(load_weights("sin"), 8, integer=True)).ops)
+    assert n_ops > 0 and summary["layer_cycles"] == [0] * n_ops

@@ -65,11 +65,12 @@ def tiny_program(weights=((1, -2), (3, 4)), bias=(5, -6)):
 class MockDevice:
     """Serves HostLink's device port from a golden HostLinkDevice (its memories and its
     command functions), with `latency` cycles between cmd_start and cmd_done and
-    `read_latency` cycles between mem_re and mem_rvalid."""
+    `read_latency` cycles between mem_re and mem_rvalid. `layers=False`: an accelerator
+    without the LAYERS space (layers_size stays 0)."""
 
-    def __init__(self, latency=3, read_latency=1, perf=None):
+    def __init__(self, latency=3, read_latency=1, perf=None, layers=True):
         self.g = HostLinkDevice(timeout_bytes=TIMEOUT)
-        self.latency, self.read_latency = latency, read_latency
+        self.latency, self.read_latency, self.layers = latency, read_latency, layers
         self.perf = perf or (lambda g: (0, 0, 0))   # golden: "0 = not modelled"
         self.writes = 0
 
@@ -78,6 +79,7 @@ class MockDevice:
         for port, value in ((dev.program_size, len(g.program_mem)),
                             (dev.input_size, len(g.input_mem)),
                             (dev.output_size, len(g.output_mem)),
+                            (dev.layers_size, len(g.layers_mem) if self.layers else 0),
                             (dev.state, int(g.state)), (dev.inferences, g.inferences),
                             (dev.ops_total, g.ops_run), (dev.sats_total, g.saturations)):
             ctx.set(port, value)
@@ -134,6 +136,7 @@ class MockDevice:
 def same_device(a: HostLinkDevice, b: HostLinkDevice):
     assert a.program_mem == b.program_mem, "program memory differs from the golden device"
     assert a.input_mem == b.input_mem and a.output_mem == b.output_mem
+    assert a.layers_mem == b.layers_mem
     assert (a.state, a.inferences, a.ops_run, a.saturations) == \
         (b.state, b.inferences, b.ops_run, b.saturations)
     assert (a.program is None) == (b.program is None)
@@ -478,6 +481,66 @@ def test_perf_counters_are_forwarded():
         assert got == encode_frame(Cmd.PERF | 0x80, 3, struct.pack("<III", 0x01020304 + 1000,
                                                                    77, 0xFFFFFFFE))
     Bench(perf=perf).run(script)
+
+
+def test_layers_space_sizes_read_only_and_edges():
+    """LAYERS (space 3) through HostLink equals the golden device: empty before LOAD,
+    4 bytes per op after it, every write refused, reads checked at the edge."""
+    image = tiny_program()                                       # one READOUT op
+    x = np.array([[[3, 15]], [[0, 7]]], dtype="<i2").tobytes()
+
+    async def script(ctx, b):
+        for frame in (read(Space.LAYERS, 0, 0), read(Space.LAYERS, 0, 1),
+                      write(Space.LAYERS, 0, b""), write(Space.LAYERS, 0, b"\x01")):
+            await b.exchange(ctx, frame)
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        _, _, info = parse(await b.exchange(ctx, encode_frame(
+            Cmd.LOAD, 2, struct.pack("<I", len(image)))))
+        await b.exchange(ctx, write(Space.INPUT, 0, x))
+        await b.exchange(ctx, encode_frame(Cmd.RUN, 3))
+        cmd, _, payload = parse(await b.exchange(ctx, read(Space.LAYERS, 0, 4)))
+        assert (cmd, payload) == (Cmd.READ | 0x80, bytes(4))     # golden: "not modelled"
+        for frame in (read(Space.LAYERS, 1, 3), read(Space.LAYERS, 1, 4),
+                      read(Space.LAYERS, 4, 1), read(Space.LAYERS, 0xFFFFFFFF, 1)):
+            await b.exchange(ctx, frame)
+        for addr in (0, 3, 4):
+            cmd, _, payload = parse(await b.exchange(ctx, write(Space.LAYERS, addr, b"\x01")))
+            assert (cmd, payload) == (NACK, bytes([Cmd.WRITE, Error.BAD_ADDRESS]))
+        assert b.mock.writes == len(image) + len(x)               # none reached the device
+    Bench().run(script)
+
+
+def test_layer_cycles_are_streamed_from_the_device():
+    """HostLink forwards whatever the device holds in LAYERS, byte for byte."""
+    image = tiny_program()
+    cycles = struct.pack("<I", 0xA1B2C3D4)
+
+    async def script(ctx, b):
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 1, struct.pack("<I", len(image))))
+        b.mock.g.layers_mem[:] = cycles                          # what an RTL RUN counted
+        got = await b.exchange(ctx, read(Space.LAYERS, 0, 4, seq=2), compare=False)
+        assert got == encode_frame(Cmd.READ | 0x80, 2, cycles)
+        got = await b.exchange(ctx, read(Space.LAYERS, 2, 2, seq=3), compare=False)
+        assert got == encode_frame(Cmd.READ | 0x80, 3, cycles[2:])
+    Bench(read_latency=3).run(script)
+
+
+def test_layers_refused_by_an_accelerator_without_it():
+    """layers_size held at 0 (an accelerator that does not serve LAYERS): every LAYERS
+    read is BAD_ADDRESS, and the other spaces are unaffected."""
+    image = tiny_program()
+
+    async def script(ctx, b):
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 1, struct.pack("<I", len(image))))
+        assert len(b.ref.layers_mem) == 4                        # golden would answer
+        got = await b.exchange(ctx, read(Space.LAYERS, 0, 4, seq=2), compare=False)
+        assert got == encode_frame(NACK, 2, bytes([Cmd.READ, Error.BAD_ADDRESS]))
+        b.ref.last_error = Error.BAD_ADDRESS                     # keep STATUS comparable
+        await b.exchange(ctx, read(Space.PROGRAM, 0, 8, seq=3))
+        await b.exchange(ctx, encode_frame(Cmd.STATUS, 4))
+    Bench(layers=False).run(script)
 
 
 def test_frames_sent_during_a_long_command_are_queued():
