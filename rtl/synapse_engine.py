@@ -153,12 +153,15 @@ class SynapseEngine(wiring.Component):
 
         # --- accumulate: dispatch (issue reads) -> update (add, write back) ---
         d_valid = Signal()                      # an event is being dispatched
-        d_index = Signal(self.index_width)
-        d_spikes = Signal(T)
-        d_group = Signal(self.group_width)
-        d_row = Signal(self.i_layout["row"].shape if self.row_addressing else 1)
-        d_shift = Signal(range(self.max_shift + 1))
-        d_negate = Signal()
+        # The event's fields mean nothing without d_valid: no reset (a synchronous reset
+        # would sit in their enable path).
+        d_index = Signal(self.index_width, reset_less=True)
+        d_spikes = Signal(T, reset_less=True)
+        d_group = Signal(self.group_width, reset_less=True)
+        d_row = Signal(self.i_layout["row"].shape if self.row_addressing else 1,
+                       reset_less=True)
+        d_shift = Signal(range(self.max_shift + 1), reset_less=True)
+        d_negate = Signal(reset_less=True)
         # The group count: run-time with row addressing (held while busy), else n_out / P.
         g_last = Signal(self.group_width)        # groups - 1
         g_one = Signal()                         # a single group
@@ -167,7 +170,6 @@ class SynapseEngine(wiring.Component):
         else:
             m.d.comb += [g_last.eq(G - 1), g_one.eq(G == 1)]
         d_at_last = Signal()                    # registered d_group == G - 1
-        d_done = d_valid & d_at_last            # dispatch frees up after this cycle
         pending_last = Signal()                 # drain once the pipeline is empty
         draining = Signal()
 
@@ -181,17 +183,24 @@ class SynapseEngine(wiring.Component):
         lw1_valid, lw1_group, lw1_acc = Signal(), Signal(self.group_width), Signal(acc_word)
 
         # Silent and out-of-range beats are dropped on arrival, even while an event is
-        # being dispatched; a real event waits for the dispatch to free up.
+        # being dispatched; a real event waits for the dispatch to free up. The ready path
+        # is kept short: `open_free` (no drain pending or running, dispatch free) and
+        # `closed` (= pending_last | draining) are registers, computed from next-state
+        # values, and `new_event` is spelled out without `ready`.
+        closed, closed_n = Signal(), Signal()
+        open_free = Signal(init=1)
         silent = self.i.payload.spikes == 0
         in_range = self.i.payload.index < self.n_in
-        dispatch_free = ~d_valid | d_done
-        m.d.comb += self.i.ready.eq(~pending_last & ~draining &
-                                    (dispatch_free | silent | ~in_range))
+        m.d.comb += self.i.ready.eq(open_free | (~closed & (silent | ~in_range)))
         take = self.i.valid & self.i.ready
-        new_event = take & ~silent & in_range
+        new_event = self.i.valid & open_free & ~silent & in_range
+        d_done = d_valid & d_at_last            # dispatch frees up after this cycle
+        d_valid_n, d_at_last_n = Signal(), Signal()
+        m.d.comb += [d_valid_n.eq(d_valid & ~d_at_last), d_at_last_n.eq(d_at_last)]
         with m.If(new_event):
+            m.d.comb += [d_valid_n.eq(1), d_at_last_n.eq(g_one)]
             m.d.sync += [d_index.eq(self.i.payload.index), d_spikes.eq(self.i.payload.spikes),
-                         d_group.eq(0), d_valid.eq(1), d_at_last.eq(g_one)]
+                         d_group.eq(0)]
             if self.row_addressing:
                 m.d.sync += d_row.eq(self.i.payload.row)
             if self.max_shift:
@@ -199,12 +208,12 @@ class SynapseEngine(wiring.Component):
             if self.signed_events:
                 m.d.sync += d_negate.eq(self.i.payload.negate)
         with m.Elif(d_valid):
-            m.d.sync += [d_group.eq(d_group + 1), d_valid.eq(~d_done),
-                         d_at_last.eq(d_group + 1 == g_last)]
+            m.d.comb += d_at_last_n.eq(d_group + 1 == g_last)
+            m.d.sync += d_group.eq(d_group + 1)
+        m.d.sync += [d_valid.eq(d_valid_n), d_at_last.eq(d_at_last_n),
+                     open_free.eq(~closed_n & (~d_valid_n | d_at_last_n))]
         with m.If(take & self.i.payload.last):
             m.d.sync += pending_last.eq(1)
-        with m.If(take & ~in_range):
-            m.d.sync += self.index_error.eq(1)
 
         if self.row_addressing:
             m.d.comb += w_rd.addr.eq(d_row + d_group)
@@ -212,18 +221,21 @@ class SynapseEngine(wiring.Component):
             m.d.comb += w_rd.addr.eq(d_index * G + d_group)
         m.d.comb += w_rd.en.eq(1)
         # Update: the accumulator read issued with the dispatch misses the two writes made
-        # while it travelled (the beats one and two ahead). The older one is the last
-        # write (lw1) while the beat is in F: merged there. The newer one is U's beat now,
-        # the last write when this beat reaches U: that choice is made in F too, so the
-        # wide mux in U is a 2:1 driven by a register.
-        u_from_lw1 = Signal()
+        # while it travelled (the beats one and two ahead). Both are merged as the beat
+        # enters U: the older is the last write (lw1), the newer is U's sum being computed
+        # now, muxed after its adder into u_acc, so U's loop is register -> adder -> 2:1
+        # -> register. The selects (wide fan-out) are registered: compared a stage early.
+        acc_out = Signal(acc_word)
+        f_after_u, f_after_lw1 = Signal(), Signal()   # F's beat is U's / lw1's group
+        m.d.sync += [f_after_u.eq(f_valid & (f_group == d_group)),
+                     f_after_lw1.eq(u_valid & (u_group == d_group))]
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
                      f_shift.eq(d_shift), f_negate.eq(d_negate),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
                      u_shift.eq(f_shift), u_negate.eq(f_negate),
                      u_w.eq(w_rd.data),
-                     u_acc.eq(Mux(lw1_valid & (lw1_group == f_group), lw1_acc, a_rd.data)),
-                     u_from_lw1.eq(u_valid & (u_group == f_group))]
+                     u_acc.eq(Mux(f_after_u, acc_out,
+                                  Mux(f_after_lw1, lw1_acc, a_rd.data)))]
         # The weight term of a lane, shifted and negated (bit planes, signed spikes). With
         # neither feature this is the weight itself (no logic).
         term_width = self.weight_width + self.max_shift + self.signed_events
@@ -232,13 +244,10 @@ class SynapseEngine(wiring.Component):
             shifted = u_w[lane] << u_shift if self.max_shift else u_w[lane]
             m.d.comb += u_term[lane].eq(Mux(u_negate, -shifted, shifted)
                                         if self.signed_events else shifted)
-        acc_in = Signal(acc_word)
-        acc_out = Signal(acc_word)
-        m.d.comb += acc_in.eq(Mux(u_from_lw1, lw1_acc, u_acc))
         for t in range(T):
             for lane in range(P):
                 m.d.comb += acc_out[t][lane].eq(
-                    acc_in[t][lane] + Mux(u_spikes[t], u_term[lane], 0))
+                    u_acc[t][lane] + Mux(u_spikes[t], u_term[lane], 0))
         m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out)]
 
         # --- drain: timestep-major read of every group, + bias, clear after the last t ---
@@ -253,9 +262,17 @@ class SynapseEngine(wiring.Component):
         q_group = Signal(self.group_width)
         q2_valid, q2_group = Signal(), Signal(self.group_width)
         q2_acc = Signal(data.ArrayLayout(signed(self.acc_width), P))
-        m.d.comb += draining.eq(r_active | q_valid | q2_valid)
+        # ~d_valid & ~f_valid & ~u_valid, registered from its next-state value (the
+        # dispatch keeps going unless it is done and no event arrives).
+        acc_empty = Signal(init=1)
+        m.d.sync += acc_empty.eq(~new_event & ~(d_valid & ~d_done) & ~d_valid & ~f_valid)
+        # draining = r_active | q_valid | q2_valid and `closed`, registered from their
+        # next-state values (the updates below and above): they steer the memory ports.
+        drain_next = r_active | q_valid | (q2_valid & ~advance)
+        m.d.comb += closed_n.eq(drain_next | pending_last | (take & self.i.payload.last))
+        m.d.sync += [draining.eq(drain_next | (pending_last & acc_empty)), closed.eq(closed_n)]
 
-        with m.If(pending_last & ~d_valid & ~f_valid & ~u_valid):
+        with m.If(pending_last & acc_empty):
             m.d.sync += [pending_last.eq(0), r_active.eq(1), r_t.eq(0), r_group.eq(0)]
         with m.If(advance & ~pending_last):
             m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group)]
@@ -300,7 +317,7 @@ class SynapseEngine(wiring.Component):
                          self.o.payload.current.eq(currents)]
 
         # --- run-time weight / bias load, only while idle ---
-        idle = ~d_valid & ~f_valid & ~u_valid & ~pending_last & ~draining
+        idle = acc_empty & ~closed
         m.d.comb += [self.load.ready.eq(idle), self.busy.eq(~idle)]
         load_go = self.load.valid & idle
         m.d.comb += [w_wr.addr.eq(self.load.payload.addr),
@@ -312,14 +329,23 @@ class SynapseEngine(wiring.Component):
                          b_wr.en.eq(load_go & (self.load.payload.target == LoadTarget.BIAS))]
 
         # --- performance counters ---
+        # The input handshake is registered before it reaches the counters (it is the
+        # slowest path, through `i.ready`): they count a cycle late. A clear wins in both
+        # cycles, so the counts are those of counting at once.
+        ev_seen, skip_seen, err_seen = Signal(), Signal(), Signal()
+        m.d.sync += [ev_seen.eq(new_event & ~self.clear_counters),
+                     skip_seen.eq(take & silent & in_range & ~self.clear_counters),
+                     err_seen.eq(take & ~in_range & ~self.clear_counters)]
         with m.If(self.clear_counters):
             m.d.sync += [self.busy_cycles.eq(0), self.events.eq(0), self.skipped.eq(0),
                          self.index_error.eq(0)]
         with m.Else():
             with m.If(~idle):
                 m.d.sync += self.busy_cycles.eq(self.busy_cycles + 1)
-            with m.If(new_event):
+            with m.If(ev_seen):
                 m.d.sync += self.events.eq(self.events + 1)
-            with m.If(take & silent & in_range):
+            with m.If(skip_seen):
                 m.d.sync += self.skipped.eq(self.skipped + 1)
+            with m.If(err_seen):
+                m.d.sync += self.index_error.eq(1)
         return m
