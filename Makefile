@@ -7,7 +7,7 @@ BOARD ?= icebreaker
 JOBS ?= 2
 DEPS_STAMP := $(VENV)/.deps-stamp
 
-.PHONY: help setup demo test test-fast bench synth synth-core report train train-pinn clean iverilog
+.PHONY: help setup demo test test-fast bench synth synth-core synth-accel report train train-pinn clean iverilog
 
 help:
 	@echo "make demo   - golden model vs Verilator RTL, then an iCEBreaker bitstream + report"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - benchmarks (Fmax/utilization, cycles) -> build/reports/bench.{md,json}"
 	@echo "make synth BOARD=icebreaker   - bitstream + build/reports/synth-<board>.json"
 	@echo "make synth-core CORE=synapse BOARD=ulx3s - one core in a keep-alive harness"
+	@echo "make synth-accel BOARD=ulx3s MODEL=digits LANES=4 - the whole accelerator (digits|pinn)"
 	@echo "make report - golden-model and hardware reports -> build/reports/"
 	@echo "make train  - retrain the shipped digits transformers (torch, scikit-learn)"
 
@@ -56,6 +57,11 @@ synth: setup
 
 synth-core: setup
 	$(VENV)/bin/spikeforge synth --board $(BOARD) --core $(CORE)
+
+MODEL ?= digits
+LANES ?= 4
+synth-accel: setup
+	$(VENV)/bin/spikeforge synth --board $(BOARD) --accelerator $(MODEL) --lanes $(LANES)
 
 report: setup
 	$(VENV)/bin/spikeforge report

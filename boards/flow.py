@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -103,7 +104,6 @@ def estimate_xilinx(core: str, build_dir="build", progress=print) -> dict:
     (out_dir / f"{core}.v").write_text(verilog.convert(CORES[core](), name="core"))
     progress(f"arty_a7: synth_xilinx estimate of {core} for {spec.device}")
     t0 = time.monotonic()
-    import subprocess
     subprocess.run([os.environ["YOSYS"], "-q", "-l", "synth.log", "-p",
                     f"read_verilog {core}.v; synth_xilinx -family xc7 -top core; stat"],
                    cwd=out_dir, check=True)
@@ -126,6 +126,48 @@ def estimate_xilinx(core: str, build_dir="build", progress=print) -> dict:
     return result
 
 
+def git_commit() -> dict:
+    """The commit being built and whether the working tree differs from it (other engineers
+    edit the same tree: a report names what it measured)."""
+    root = Path(__file__).resolve().parent.parent
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+class BuildFailed(RuntimeError):
+    """Synthesis or place and route failed (typically: the design does not fit). `summary`
+    has the cell counts Yosys mapped (`mapped`) and nextpnr's error lines (`errors`)."""
+
+    def __init__(self, board, out_dir: Path, name: str):
+        self.out_dir = out_dir
+        self.summary = summarize_failed_build(out_dir, name)
+        errors = "; ".join(self.summary["errors"]) or "see the logs"
+        super().__init__(f"{board}: the build failed in {out_dir}: {errors}")
+
+
+def summarize_failed_build(out_dir: Path, name: str) -> dict:
+    """What a failed build got to: the final Yosys `stat` cell counts (from <name>.rpt) and
+    the ERROR lines of nextpnr's log (<name>.tim)."""
+    out_dir = Path(out_dir)
+    rpt, tim = out_dir / f"{name}.rpt", out_dir / f"{name}.tim"
+    mapped = {}
+    if rpt.is_file():
+        stats = rpt.read_text().split("Printing statistics")[-1]
+        stats = stats.split("=== design hierarchy ===")[-1]
+        for line in stats.splitlines():
+            m = re.match(r"\s*(\d+)\s+([A-Z]\w+)\s*$", line) or \
+                re.match(r"\s*([A-Z]\w+)\s+(\d+)\s*$", line)
+            if m:
+                n, cell = (m.group(1), m.group(2)) if m.group(1).isdigit() else m.group(2, 1)
+                mapped[cell] = mapped.get(cell, 0) + int(n)
+    errors = [line.strip() for line in (tim.read_text().splitlines() if tim.is_file() else [])
+              if "ERROR" in line]
+    return {"mapped": mapped, "errors": errors}
+
+
 def tool_versions(board, synth_log: str = "") -> dict:
     """Versions of the pip packages that provide the board's tools (and of amaranth), plus the
     Yosys version line of the synthesis log."""
@@ -142,9 +184,13 @@ def tool_versions(board, synth_log: str = "") -> dict:
 
 
 def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir="build",
-                name="top", progress=print, report_name=None, core=None) -> dict:
+                name="top", progress=print, report_name=None, core=None, top_pll=False,
+                build_opts=None, extra=None) -> dict:
     """Build `top` (default: the LIFArray self test; with `core`, that core in the harness)
-    for `board`; returns the report and writes build/reports/synth-<report_name>.json."""
+    for `board`; returns the report and writes build/reports/synth-<report_name>.json.
+    `top_pll`: the caller's top makes its clock with `add_pll_domain` at `target_mhz` (keep
+    the oscillator's real constraint). `build_opts`: amaranth build overrides (`synth_opts`,
+    ...). `extra`: fields added to the report."""
     spec = get_board(board)
     if spec.family == "xc7":
         if core is None:
@@ -171,11 +217,17 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
              f"(yowasp tools; about a minute)")
     t0 = time.monotonic()
     # A top of the caller's has no PLL of ours: constrain its oscillator at the target.
-    platform = spec.make_platform(target, retime=user_top or pll is None)
-    platform.build(top, name=name, build_dir=str(out_dir), do_program=False,
-                   # relative: the build runs in out_dir, and yowasp's sandboxed tools may not
-                   # see absolute paths outside it
-                   nextpnr_opts=f"--report {report_path.name} --timing-allow-fail")
+    platform = spec.make_platform(target, retime=(user_top and not top_pll) or pll is None)
+    opts = dict(build_opts or {})
+    # relative: the build runs in out_dir, and yowasp's sandboxed tools may not see absolute
+    # paths outside it
+    opts["nextpnr_opts"] = (f"--report {report_path.name} --timing-allow-fail "
+                            + opts.get("nextpnr_opts", "")).strip()
+    commit = git_commit()
+    try:
+        platform.build(top, name=name, build_dir=str(out_dir), do_program=False, **opts)
+    except subprocess.CalledProcessError as err:
+        raise BuildFailed(board, out_dir, name) from err
     elapsed = time.monotonic() - t0
     bitstream = next((out_dir / f"{name}.{ext}" for ext in ("bin", "bit", "fs")
                       if (out_dir / f"{name}.{ext}").is_file()), None)
@@ -188,7 +240,8 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
               "ffs": count_flip_flops(synth_log), "tools": tool_versions(spec, synth_log),
               "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
               "elapsed_s": round(elapsed, 1),
-              "top": f"{type(top.core).__name__} ({core})" if core else type(top).__name__}
+              "top": f"{type(top.core).__name__} ({core})" if core else type(top).__name__,
+              "git": commit, **(extra or {})}
     reports = Path(build_dir, "reports")
     reports.mkdir(parents=True, exist_ok=True)
     (reports / f"synth-{report_name}.json").write_text(json.dumps(result, indent=1))

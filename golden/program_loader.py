@@ -156,11 +156,17 @@ class AcceleratorConfig:
         return max(self.max_in, self.max_neurons, self.max_readout)
 
     @classmethod
-    def for_programs(cls, *programs: Program, lanes: int = 4, **overrides) -> "AcceleratorConfig":
+    def for_programs(cls, *programs: Program, lanes: int = 4, pow2_depths: bool = True,
+                     **overrides) -> "AcceleratorConfig":
         """The smallest build that runs every given program (memory depths and table sizes
-        rounded up to powers of two); `overrides` replace computed fields."""
+        rounded up to powers of two); `overrides` replace computed fields. With
+        `pow2_depths=False` the memory depths (weight / bias / activation words, program
+        bytes) are the programs' exact needs: fewer block RAMs, no room for larger programs."""
         if not programs:
             raise ValueError("for_programs needs at least one Program")
+        if not isinstance(pow2_depths, bool):
+            raise ValueError(f"pow2_depths must be a bool, got {pow2_depths!r}")
+        depth = _pow2 if pow2_depths else int
         Ts = {p.timesteps for p in programs}
         if len(Ts) != 1 and "timesteps" not in overrides:
             raise ValueError(f"programs have different timesteps {sorted(Ts)}: one build runs "
@@ -201,7 +207,7 @@ class AcceleratorConfig:
                                       for p, op in mat])
         kw["max_buffers"] = min(256, _pow2(max(len(p.buffers) for p in programs)))
         kw["max_ops"] = _pow2(max(len(p.ops) for p in programs))
-        kw["program_bytes"] = _pow2(max(len(p.to_bytes()) for p in programs))
+        kw["program_bytes"] = depth(max(len(p.to_bytes()) for p in programs))
         if att:
             kw["attn_tokens"] = one([p.buffers[op.dst].tokens for p, op in att],
                                     "attention tokens", 8)
@@ -218,7 +224,7 @@ class AcceleratorConfig:
         words = [_layout_sizes(p, probe) for p in programs]
         for i, name in enumerate(("weight_words", "bias_words", "act_words")):
             if name not in overrides:
-                kw[name] = _pow2(max(max(w[i] for w in words), 1))
+                kw[name] = depth(max(max(w[i] for w in words), 1))
         return cls(**kw)
 
 

@@ -2,7 +2,7 @@
 
     spikeforge demo   [--no-synth]            golden vs RTL on a generated layer, then a board build
     spikeforge sim    [--simulator S] ...     one LIF layer on Verilator or Icarus vs golden
-    spikeforge synth  --board B [--target-mhz F]
+    spikeforge synth  --board B [--target-mhz F] [--core C | --accelerator digits|pinn [--lanes N]]
     spikeforge report [--no-golden]           golden report (accuracy, PINN errors, plots) and
                                               build/reports/*.json into a Markdown summary
     spikeforge bench                          Fmax/utilization and cycle benchmarks
@@ -80,8 +80,16 @@ def cmd_sim(args) -> int:
 
 def cmd_synth(args) -> int:
     from .boards.flow import format_report_table, synth_board
-    report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
-                         progress=progress)
+    if args.accelerator:
+        if args.core:
+            raise ValueError("give --core or --accelerator, not both")
+        from .boards.accelerator_top import MODEL_GROUPS, synth_accelerator
+        report = synth_accelerator(args.board, models=MODEL_GROUPS[args.accelerator],
+                                   lanes=args.lanes, target_mhz=args.target_mhz,
+                                   progress=progress)
+    else:
+        report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
+                             progress=progress)
     print(format_report_table(report))
     return 0
 
@@ -165,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--core", default=None,
                     help="build one core in a keep-alive harness instead of the self test "
                          "(lif, lif-p4, synapse, spiking-linear, attention)")
+    sp.add_argument("--accelerator", choices=("digits", "pinn"), default=None,
+                    help="build the whole accelerator (UART host link + Accelerator) sized "
+                         "for the digits transformers or the PINNs")
+    sp.add_argument("--lanes", type=int, default=4, help="accelerator lanes (--accelerator)")
     sp.set_defaults(func=cmd_synth)
 
     sp = sub.add_parser("report", help="golden-model report and build/reports summary")

@@ -97,3 +97,139 @@ def test_arty_a7_estimate_counts_cells(tmp_path):
     assert "synth_xilinx" in log or "LUT" in log
     with pytest.raises(ValueError, match="estimate only"):
         synth_board("arty_a7", build_dir=str(tmp_path))
+
+
+# ------------------------------------------------------------ the accelerator on boards
+
+from spikeforge.boards.accelerator_top import (MODEL_GROUPS, AcceleratorBoardTop,  # noqa: E402
+                                               accelerator_programs, synth_accelerator)
+from spikeforge.rtl.device import device_params  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def digits_params():
+    return device_params(*accelerator_programs(MODEL_GROUPS["digits"]), divisor=1042)
+
+
+def test_board_top_divisor_is_115200_baud_at_the_pll_clock(digits_params):
+    params = {k: v for k, v in digits_params.items() if k != "divisor"}
+    for f_mhz, cycles in ((120, 120e6 / 115200), (48, 48e6 / 115200), (25, 25e6 / 115200)):
+        top = AcceleratorBoardTop(params, pll=(12, f_mhz))
+        assert abs(top.divisor - cycles) <= 0.5
+        assert abs(f_mhz * 1e6 / top.divisor / 115200 - 1) < 0.01
+        assert top.device.divisor == top.divisor and top.params["divisor"] == top.divisor
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(pll=None), "pll must be"), (dict(pll=(25,)), "pll must be"),
+    (dict(pll=(25, 0)), "positive"), (dict(pll=(25, 120), baud=0), "baud"),
+    (dict(pll=(25, 0.3)), "too slow"),
+])
+def test_board_top_refuses_bad_arguments(digits_params, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AcceleratorBoardTop({k: v for k, v in digits_params.items() if k != "divisor"},
+                            **kwargs)
+
+
+def test_board_top_refuses_a_divisor_for_another_clock(digits_params):
+    with pytest.raises(ValueError, match="not the one for 115200 baud at 48 MHz"):
+        AcceleratorBoardTop(digits_params, pll=(12, 48))  # 1042 is 120 MHz's
+    AcceleratorBoardTop(digits_params, pll=(25, 120))  # and its own clock's is fine
+
+
+def test_synth_accelerator_refuses_bad_arguments(tmp_path):
+    quiet = dict(build_dir=str(tmp_path), progress=lambda msg: None)
+    with pytest.raises(ValueError, match="iCE40 or ECP5"):
+        synth_accelerator("tangnano9k", **quiet)
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        synth_accelerator("ulx3s", models="digits-ssa", **quiet)
+    with pytest.raises(ValueError, match="unknown model"):
+        synth_accelerator("ulx3s", models=("digits-nope",), **quiet)
+    with pytest.raises(ValueError, match="lanes"):
+        synth_accelerator("ulx3s", lanes=3, **quiet)
+    with pytest.raises(ValueError, match="different timesteps"):
+        synth_accelerator("ulx3s", models=("digits-ssa", "pinn-sin"), **quiet)
+    assert not (tmp_path / "boards").exists(), "nothing is built from bad arguments"
+
+
+@pytest.mark.parametrize("board, group, pll_cell, pins", [
+    ("ulx3s", "digits", "EHXPLLL", {"rx": "M1", "tx": "L4"}),
+    ("icebreaker", "pinn", "SB_PLL40_PAD", {"rx": "6", "tx": "9"}),
+])
+def test_board_top_elaborates_with_pll_and_uart_pins(board, group, pll_cell, pins):
+    """The whole board top down to RTLIL and pin constraints, no synthesis."""
+    spec = get_board(board)
+    params = device_params(*accelerator_programs(MODEL_GROUPS[group]), divisor=1)
+    del params["divisor"]
+    top = AcceleratorBoardTop(params, pll=(spec.osc_mhz, spec.default_target_mhz))
+    plan = spec.make_platform(spec.default_target_mhz, retime=False).prepare(top, name="top")
+    assert pll_cell in plan.files["top.il"]
+    constraints = plan.files["top.lpf" if spec.family == "ecp5" else "top.pcf"]
+    for sub, pin in pins.items():
+        line = next(l for l in constraints.splitlines() if f"uart_0__{sub}" in l
+                    and ("LOCATE" in l or "set_io" in l))
+        assert line.rstrip(";").split()[-1].strip('"') == pin, line
+    led = "led_0" if board == "ulx3s" else "led_g_0"
+    assert any(led in l for l in constraints.splitlines())
+
+
+def test_cli_synth_accelerator_builds_the_group(monkeypatch, capsys):
+    from spikeforge import cli
+    from spikeforge.boards import accelerator_top
+    calls = []
+
+    def fake(board, models, lanes, target_mhz, progress):
+        calls.append((board, models, lanes, target_mhz))
+        return {"board": board, "device": "d", "fmax_mhz": 130.0, "target_mhz": 120,
+                "timing_met": True, "luts": 1, "ffs": 2, "brams": 3, "dsps": 4,
+                "elapsed_s": 5, "bitstream": "top.bit", "bitstream_bytes": 6}
+    monkeypatch.setattr(accelerator_top, "synth_accelerator", fake)
+    assert cli.main(["synth", "--board", "icebreaker", "--accelerator", "pinn",
+                     "--lanes", "8"]) == 0
+    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None)]
+    assert "130.0 MHz" in capsys.readouterr().out
+    assert cli.main(["synth", "--accelerator", "digits", "--core", "lif"]) != 0
+    assert len(calls) == 1
+
+
+def test_failed_build_summary_reads_yosys_cells_and_nextpnr_errors(tmp_path):
+    from spikeforge.boards.flow import summarize_failed_build
+    (tmp_path / "top.rpt").write_text("""Printing statistics.
+=== top ===
+      12   SB_RAM40_4K
+=== design hierarchy ===
+     5400   SB_LUT4
+       40   SB_RAM40_4K
+        2   SB_SPRAM256KA
+""")
+    (tmp_path / "top.tim").write_text("Info: x\nERROR: Unable to place cell 'ram', no Bels "
+                                      "remaining of type 'ICESTORM_RAM'\n")
+    s = summarize_failed_build(tmp_path, "top")
+    assert s["mapped"] == {"SB_LUT4": 5400, "SB_RAM40_4K": 40, "SB_SPRAM256KA": 2}
+    assert s["errors"] == ["ERROR: Unable to place cell 'ram', no Bels remaining of type "
+                           "'ICESTORM_RAM'"]
+
+
+def test_exact_depths_are_just_enough_for_the_programs():
+    """for_programs(pow2_depths=False): every program loads; one word or byte less of any
+    memory and the golden loader refuses one of them."""
+    import dataclasses
+    from spikeforge.golden.program_loader import (AcceleratorConfig, LoadError, Reason,
+                                                  program_loader)
+    programs = accelerator_programs(MODEL_GROUPS["pinn"])
+    exact = AcceleratorConfig.for_programs(*programs, pow2_depths=False)
+    rounded = AcceleratorConfig.for_programs(*programs)
+    for p in programs:
+        program_loader(p.to_bytes(), exact)
+    for name, reason in (("weight_words", Reason.WEIGHT_MEMORY),
+                         ("bias_words", Reason.BIAS_MEMORY), ("act_words", Reason.ACT_MEMORY),
+                         ("program_bytes", Reason.TOO_LARGE)):
+        assert getattr(exact, name) <= getattr(rounded, name)
+        smaller = dataclasses.replace(exact, **{name: getattr(exact, name) - 1})
+        with pytest.raises(LoadError) as err:
+            for p in programs:
+                program_loader(p.to_bytes(), smaller)
+        assert err.value.code == reason, name
+    assert exact.weight_words < rounded.weight_words, "PINN weights are not a power of two"
+    with pytest.raises(ValueError, match="pow2_depths"):
+        AcceleratorConfig.for_programs(*programs, pow2_depths="no")
