@@ -17,7 +17,7 @@ not silent, at least one op when c = 0):
 while every finished row needs G = D / lanes serializer beats. Two clocks advance block by
 block, the op issue and the serializer; the next block loads once this block's last row
 sits in the serializer. Plus fixed pipeline fill: PIPE cycles per phase barrier and
-LIF_LATENCY from the last beat to its output. It is a lower bound of the RTL's busy cycles
+LIF_LATENCY from the last beat to its output, and START per loop. It is a lower bound of the RTL's busy cycles
 (tested); the rest is LIF hazard bubbles and phase transitions.
 """
 
@@ -29,6 +29,7 @@ from .attention import _check_block, _spike_tensors, cheaper_order, sdsa, statte
 from .lif import LIFParams
 
 PIPE = 4          # op issue -> accumulator -> serializer
+START = 1         # a loop's start is decided a cycle before its first op issues
 LIF_LATENCY = 7   # serializer beat -> LIF (skid, A, B, S, C, D) -> output buffer
 QUEUE_ROWS = 1    # finished rows the serializer holds (the one it emits)
 
@@ -126,15 +127,16 @@ def attention_core_cycles(q, k, v, *, mode: str = "ssa", block: int = 1,
     for c in stored:
         loaded = issue + rows
         if mode == "sdsa":   # column sums -> G mask beats -> LIF -> one-op gated rows
-            mask_back = max(loaded + c + PIPE, serial) + G + LIF_LATENCY
-            serial = mask_back + PIPE + N * G
-            ops_done = mask_back + N + PIPE
+            mask_back = max(loaded + START + c + PIPE, serial) + G + LIF_LATENCY
+            serial = mask_back + START + PIPE + N * G
+            ops_done = mask_back + START + N + PIPE
         else:
             if order == "qk_v":
-                first_row, ops_done = loaded + c + PIPE, loaded + rows * c + PIPE
+                start = loaded + START
+                first_row, ops_done = start + c + PIPE, start + rows * c + PIPE
             else:                                              # KV matrix, then D ops a row
-                kv = loaded + D * c + PIPE
-                first_row, ops_done = kv + D + PIPE, kv + rows * D + PIPE
+                kv = loaded + START + D * c + PIPE
+                first_row, ops_done = kv + START + D + PIPE, kv + START + rows * D + PIPE
             serial = max(max(serial, first_row) + rows * G, ops_done)
         issue = max(ops_done, serial - QUEUE_ROWS * G)
     # the last beat out: through the LIF, except SDSA's gated rows (serializer -> buffer)

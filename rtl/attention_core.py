@@ -188,11 +188,13 @@ class AttentionCore(wiring.Component):
         new_block = Mux(self.cfg.mode == AttnMode.STATTEN, self.cfg.block, 1)
         block_rows = Signal(range(rows_max + 1), init=self.block * N)
         ld_left = Signal(range(rows_max + 1), init=self.block * N)   # rows still to load
+        ld_zero = Signal()                      # ld_left == 0, registered (blocks >= 1 row)
         with m.If(self.cfg.we):
             with m.If(cfg_ok):
                 m.d.sync += [mode.eq(self.cfg.mode), variant.eq(self.cfg.variant),
                              forced.eq(self.cfg.order), block.eq(new_block),
-                             block_rows.eq(new_block * N), ld_left.eq(new_block * N)]
+                             block_rows.eq(new_block * N), ld_left.eq(new_block * N),
+                             ld_zero.eq(0)]
             with m.Else():
                 m.d.sync += self.cfg_error.eq(1)
         wiring.connect(m, wiring.flipped(self.lif_cfg), lif.cfg)
@@ -201,21 +203,27 @@ class AttentionCore(wiring.Component):
         op_layout = data.StructLayout({"op": _Op, "first": 1, "last": 1, "zero": 1, "t0": 1,
                                        "a": unsigned(max(1, ceil_log2(D))),
                                        "base": unsigned(lif.index_width)})
-        s1_valid, s1 = Signal(), Signal(op_layout)
-        s2_valid, s2 = Signal(), Signal(op_layout)
-        s2_q, s2_k = Signal(qrow), Signal(krow)
-        s2_kv = Signal(kvrow)
-        s3_valid, s3 = Signal(), Signal(op_layout)
+        # Stage data means nothing without its valid flag: no reset (a synchronous reset
+        # would add a LUT to every `advance` enable).
+        s1_valid, s1 = Signal(), Signal(op_layout, reset_less=True)
+        s2_valid, s2 = Signal(), Signal(op_layout, reset_less=True)
+        s2_q, s2_k = Signal(qrow, reset_less=True), Signal(krow, reset_less=True)
+        s2_kv = Signal(kvrow, reset_less=True)
+        s3_valid, s3 = Signal(), Signal(op_layout, reset_less=True)
         addend_layout = data.ArrayLayout(unsigned(self.acc_width), D)
-        s3_add = Signal(addend_layout)
-        acc = Signal(addend_layout)
-        pipe_empty = ~s1_valid & ~s2_valid & ~s3_valid
+        s3_add = Signal(addend_layout, reset_less=True)
+        acc = Signal(addend_layout, reset_less=True)   # cleared by an op's `first`
+        # Issued ops wait in a two-entry queue (q_have0: one, q_have1: two) when the
+        # pipeline stalls, so the generator runs on `~q_have1` (a register) and never sees
+        # `advance`; an op goes straight to S1 when the queue is empty.
+        q_have0, q_have1 = Signal(), Signal()
+        pipe_empty = ~q_have0 & ~s1_valid & ~s2_valid & ~s3_valid
 
         # Serializer: one finished row, emitted P lanes a beat to the LIF (or to `o`).
-        e_valid, e_row = Signal(), Signal(addend_layout)
-        e_g, e_base = Signal(range(G)), Signal(lif.index_width)
+        e_valid, e_row = Signal(), Signal(addend_layout, reset_less=True)
+        e_g, e_base = Signal(range(G), reset_less=True), Signal(lif.index_width, reset_less=True)
         e_to_o = Signal()                     # GATE rows go to `o`, the others to the LIF
-        e_t0 = Signal()                       # a row of the first timestep: LIFOp.FIRST
+        e_t0 = Signal(reset_less=True)        # a row of the first timestep: LIFOp.FIRST
         out_ready = Signal()                  # the output buffer's ready (a register)
         e_sink_ready = Mux(e_to_o, out_ready, lif.i.ready)
         e_take = e_valid & e_sink_ready       # a beat leaves the serializer
@@ -232,59 +240,98 @@ class AttentionCore(wiring.Component):
         count = Signal(range(rows_max + 1))     # useful key rows of this block
         count_m1 = Signal(range(rows_max))      # max(count, 1) - 1: a silent block still
         m.d.comb += count_m1.eq(Mux(count == 0, 0, count - 1))  # costs one (zero) op
-        outer, outer_last = Signal(range(max(rows_max, D))), Signal(range(max(rows_max, D)))
-        inner, inner_last = Signal(range(max(rows_max, D))), Signal(range(max(rows_max, D)))
-        row_base = Signal(lif.index_width)      # token * G of the row `outer`
-        tok = Signal(range(N))
+        # The loop state means nothing while not `running` (a start sets all of it): no
+        # reset, which would sit in the enable path.
+        loop_range = range(max(rows_max, D))
+        outer, outer_last = (Signal(loop_range, reset_less=True) for _ in range(2))
+        inner, inner_last = (Signal(loop_range, reset_less=True) for _ in range(2))
+        row_base = Signal(lif.index_width, reset_less=True)  # token * G of the row `outer`
+        tok = Signal(range(N), reset_less=True)
         issue = Signal()                        # the generator issues an op this cycle
-        gen_op = Signal(_Op)
+        gen_op = Signal(_Op, reset_less=True)
         t_done = Signal(range(T + 1))           # timesteps finished before this block
         ld_addr = Signal(range(rows_max + 1))
         mask_seen = Signal(range(G + 1))
         mask = Signal(D)
 
         # Loop-end tests are registered flags, computed a step ahead, off the issue path.
-        running, inner_first = Signal(), Signal()
-        row_t0 = Signal()                       # the row `outer` is of timestep 0
-        inner_done, outer_done, tok_done = Signal(), Signal(), Signal()
+        running, inner_first = Signal(), Signal(reset_less=True)
+        row_t0 = Signal(reset_less=True)        # the row `outer` is of timestep 0
+        inner_done, outer_done, tok_done = (Signal(reset_less=True) for _ in range(3))
+
+        # A loop starts (the FSM decides a cycle ahead: `start` and its operands are
+        # registers) or steps (an op issues): mutually exclusive, so `running` alone picks
+        # the next values, and the enables are (issue | start), both short.
+        start = Signal()
+        start_op = Signal(_Op, reset_less=True)
+        start_outer_last, start_inner_last = (Signal(loop_range, reset_less=True)
+                                              for _ in range(2))
+        m.d.sync += start.eq(0)
 
         def start_loop(op, outer_n_minus_1, inner_n_minus_1):
-            m.d.sync += [gen_op.eq(op), outer.eq(0), inner.eq(0), tok.eq(0), row_base.eq(0),
-                         outer_last.eq(outer_n_minus_1), inner_last.eq(inner_n_minus_1),
-                         running.eq(1), inner_first.eq(1),
-                         inner_done.eq(inner_n_minus_1 == 0),
-                         outer_done.eq(outer_n_minus_1 == 0), tok_done.eq(N == 1),
-                         row_t0.eq(t_done == 0)]
+            m.d.sync += [start.eq(1), start_op.eq(op), start_outer_last.eq(outer_n_minus_1),
+                         start_inner_last.eq(inner_n_minus_1)]
 
-        m.d.comb += issue.eq(advance & running)
+        m.d.comb += issue.eq(running & ~q_have1)
         loop_done = inner_done & outer_done
-        with m.If(issue):
-            with m.If(inner_done):
-                m.d.sync += [inner.eq(0), outer.eq(outer + 1), inner_first.eq(1),
-                             inner_done.eq(inner_last == 0),
-                             outer_done.eq(outer + 1 == outer_last)]
-                with m.If(gen_op != _Op.KVB):    # outer counts token rows
-                    with m.If(tok_done):
-                        m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1),
-                                     row_t0.eq(0)]
-                    with m.Else():
-                        m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G),
-                                     tok_done.eq(tok + 1 == N - 1)]
-                with m.If(outer_done):
-                    m.d.sync += running.eq(0)
+        with m.If(issue | start):
+            with m.If(running):
+                with m.If(inner_done):
+                    m.d.sync += [inner.eq(0), outer.eq(outer + 1), inner_first.eq(1),
+                                 inner_done.eq(inner_last == 0),
+                                 outer_done.eq(outer + 1 == outer_last)]
+                    with m.If(gen_op != _Op.KVB):    # outer counts token rows
+                        with m.If(tok_done):
+                            m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1),
+                                         row_t0.eq(0)]
+                        with m.Else():
+                            m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G),
+                                         tok_done.eq(tok + 1 == N - 1)]
+                    with m.If(outer_done):
+                        m.d.sync += running.eq(0)
+                with m.Else():
+                    m.d.sync += [inner.eq(inner + 1), inner_first.eq(0),
+                                 inner_done.eq(inner + 1 == inner_last)]
             with m.Else():
-                m.d.sync += [inner.eq(inner + 1), inner_first.eq(0),
-                             inner_done.eq(inner + 1 == inner_last)]
+                m.d.sync += [gen_op.eq(start_op), outer.eq(0), inner.eq(0), tok.eq(0),
+                             row_base.eq(0), outer_last.eq(start_outer_last),
+                             inner_last.eq(start_inner_last), running.eq(1), inner_first.eq(1),
+                             inner_done.eq(start_inner_last == 0),
+                             outer_done.eq(start_outer_last == 0), tok_done.eq(N == 1),
+                             row_t0.eq(t_done == 0)]
 
+        # The op and its memory addresses: issued now (gen) or the queue's head (q0).
+        issued_layout = data.StructLayout({"op": op_layout, "q_addr": loop_range,
+                                           "k_addr": loop_range, "kv_addr": loop_range})
+        gen = Signal(issued_layout)
+        q0, q1 = Signal(issued_layout, reset_less=True), Signal(issued_layout, reset_less=True)
+        m.d.comb += [gen.op.op.eq(gen_op), gen.op.first.eq(inner_first),
+                     gen.op.last.eq(inner_done), gen.op.zero.eq(count == 0),
+                     gen.op.t0.eq(row_t0), gen.op.a.eq(Mux(gen_op == _Op.KVB, outer, inner)),
+                     gen.op.base.eq(Mux(gen_op == _Op.COL, 0, row_base)),
+                     gen.q_addr.eq(outer), gen.k_addr.eq(Mux(gen_op == _Op.QKV, 0, inner)),
+                     gen.kv_addr.eq(inner)]
+        pop = advance & q_have0
+        with m.If(pop):
+            with m.If(q_have1):                 # full: the generator is waiting
+                m.d.sync += [q0.eq(q1), q_have1.eq(0)]
+            with m.Elif(issue):
+                m.d.sync += q0.eq(gen)
+            with m.Else():
+                m.d.sync += q_have0.eq(0)
+        with m.Elif(issue & (q_have0 | ~advance)):
+            with m.If(q_have0):
+                m.d.sync += [q1.eq(gen), q_have1.eq(1)]
+            with m.Else():
+                m.d.sync += [q0.eq(gen), q_have0.eq(1)]
+        src = Signal(issued_layout)
+        m.d.comb += src.eq(Mux(q_have0, q0, gen))
         # Memory read addresses follow the op; reads advance with the pipeline.
-        m.d.comb += [q_rd.addr.eq(outer), k_rd.addr.eq(Mux(gen_op == _Op.QKV, 0, inner)),
-                     kv_rd.addr.eq(inner), q_rd.en.eq(advance), k_rd.en.eq(advance),
+        m.d.comb += [q_rd.addr.eq(src.q_addr), k_rd.addr.eq(src.k_addr),
+                     kv_rd.addr.eq(src.kv_addr), q_rd.en.eq(advance), k_rd.en.eq(advance),
                      kv_rd.en.eq(advance)]
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(issue), s1.op.eq(gen_op), s1.first.eq(inner_first),
-                         s1.last.eq(inner_done), s1.zero.eq(count == 0), s1.t0.eq(row_t0),
-                         s1.a.eq(Mux(gen_op == _Op.KVB, outer, inner)),
-                         s1.base.eq(Mux(gen_op == _Op.COL, 0, row_base))]
+            m.d.sync += [s1_valid.eq(q_have0 | issue), s1.eq(src.op)]
 
         # Input rows: registered on arrival, written to memory the cycle after.
         accept = self.i.valid & self.i.ready
@@ -297,7 +344,7 @@ class AttentionCore(wiring.Component):
                      useful.eq(Mux(is_sdsa, product.any(),
                                    arriving.k.any() & arriving.v.any()))]
         with m.If(accept):
-            m.d.sync += ld_left.eq(ld_left - 1)
+            m.d.sync += [ld_left.eq(ld_left - 1), ld_zero.eq(ld_left == 1)]
         m.d.comb += [q_wr.addr.eq(ld_addr), q_wr.data.q.eq(row.q), q_wr.data.v.eq(row.v),
                      q_wr.en.eq(r_valid),
                      k_wr.addr.eq(count), k_wr.data.k.eq(Mux(is_sdsa, r_product, row.k)),
@@ -315,8 +362,8 @@ class AttentionCore(wiring.Component):
         last_block = t_done + block_steps == T
         with m.FSM(init="LOAD"):
             with m.State("LOAD"):
-                m.d.comb += self.i.ready.eq((ld_left != 0) & ~wait_drain)
-                with m.If((ld_left == 0) & ~r_valid):
+                m.d.comb += self.i.ready.eq(~ld_zero & ~wait_drain)
+                with m.If(ld_zero & ~r_valid):
                     with m.If(is_sdsa):
                         start_loop(_Op.COL, 0, count_m1)
                         m.d.sync += mask_seen.eq(0)
@@ -344,30 +391,34 @@ class AttentionCore(wiring.Component):
                     m.next = "RUN"
             with m.State("BLOCK_END"):        # reads done before the next block's writes
                 with m.If(pipe_empty):
-                    m.d.sync += [ld_addr.eq(0), count.eq(0), ld_left.eq(block_rows)]
+                    m.d.sync += [ld_addr.eq(0), count.eq(0), ld_left.eq(block_rows),
+                                 ld_zero.eq(0)]
                     with m.If(last_block):
                         m.d.sync += [t_done.eq(0), wait_drain.eq(1)]
                     with m.Else():
                         m.d.sync += t_done.eq(t_done + block_steps)
                     m.next = "LOAD"
 
-        # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow), and
-        # the popcount of q & k per pair of channels (one LUT level) ---
-        pairs = (D + 1) // 2
-        s2_pairs = Signal(data.ArrayLayout(unsigned(2), pairs))
+        # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow), the
+        # popcount of q & k per nibble of channels (two LUT levels) and the channel-a bits
+        # (a D:1 mux) ---
+        nibbles = (D + 3) // 4
+        s2_nibbles = Signal(data.ArrayLayout(unsigned(3), nibbles), reset_less=True)
+        # k[a] (KV build), q[a] (Q (KᵀV) rows)
+        k_bit, q_bit = Signal(reset_less=True), Signal(reset_less=True)
         both = q_rd.data.q & k_rd.data.k
         with m.If(advance):
             m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1), s2_q.eq(q_rd.data),
-                         s2_k.eq(k_rd.data), s2_kv.eq(kv_rd.data)]
-            for p in range(pairs):
-                second = both[2 * p + 1] if 2 * p + 1 < D else 0
-                m.d.sync += s2_pairs[p].eq(both[2 * p] + second)
+                         s2_k.eq(k_rd.data), s2_kv.eq(kv_rd.data),
+                         k_bit.eq(k_rd.data.k.bit_select(s1.a, 1)),
+                         q_bit.eq(q_rd.data.q.bit_select(s1.a, 1))]
+            for p in range(nibbles):
+                m.d.sync += s2_nibbles[p].eq(adder_tree(both[c] for c in range(4 * p,
+                                                                             min(4 * p + 4, D))))
 
         # --- S2 -> S3: the addend of every lane (AND + popcount, no multiplier) ---
         score = Signal(range(D + 1))
-        m.d.comb += score.eq(adder_tree(s2_pairs[p] for p in range(pairs)))
-        k_bit = s2_k.k.bit_select(s2.a, 1)     # k[a] (KV build)
-        q_bit = s2_q.q.bit_select(s2.a, 1)     # q[a] (Q (KᵀV) rows)
+        m.d.comb += score.eq(adder_tree(s2_nibbles[p] for p in range(nibbles)))
         gate_src = Mux(variant == SDSAVariant.REFERENCE, s2_q.q, s2_q.v) & mask
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2)]
@@ -437,7 +488,7 @@ class AttentionCore(wiring.Component):
                          beat.spikes.eq(lif.o.payload.spikes),
                          beat.membrane.eq(lif.o.payload.membrane)]
         beat_in = out_ready & (gate_out | lif.o.valid)
-        skid_valid, skid = Signal(), Signal(self.o_layout)
+        skid_valid, skid = Signal(), Signal(self.o_layout, reset_less=True)
         m.d.comb += out_ready.eq(~skid_valid)
         with m.If(self.o.ready | ~self.o.valid):
             with m.If(skid_valid):
@@ -445,7 +496,9 @@ class AttentionCore(wiring.Component):
             with m.Else():
                 m.d.sync += [self.o.valid.eq(beat_in), self.o.payload.eq(beat)]
         with m.Elif(beat_in):
-            m.d.sync += [skid_valid.eq(1), skid.eq(beat)]
+            m.d.sync += skid_valid.eq(1)
+        with m.If(~skid_valid):                 # kept only if o cannot take the beat
+            m.d.sync += skid.eq(beat)
         out_take = self.o.valid & self.o.ready
         with m.If(beat_in & ~gate_out & is_sdsa):
             m.d.sync += [mask.word_select(lif.o.payload.index, P).eq(

@@ -111,8 +111,10 @@ class LIFArray(wiring.Component):
                              leak_shift.eq(self.cfg.leak_shift)]
 
         advance = ~self.o.valid | self.o.ready
-        b_valid, b = Signal(), Signal(self.i_layout)
-        s_valid, s = Signal(), Signal(self.i_layout)  # stage S (subtract) holds B's beat
+        # Stage payloads mean nothing without their valid flags: no reset (it would add
+        # a LUT to every `advance` enable).
+        b_valid, b = Signal(), Signal(self.i_layout, reset_less=True)
+        s_valid, s = Signal(), Signal(self.i_layout, reset_less=True)  # S (subtract): B's beat
         c_valid, c_op, c_index = Signal(), Signal(LIFOp), Signal(self.index_width)
         d_valid, d_op, d_index = Signal(), Signal(LIFOp), Signal(self.index_width)
         d_writes = d_valid & (d_op != LIFOp.READ)
@@ -124,8 +126,10 @@ class LIFArray(wiring.Component):
         # the beats that will be 1, 2 and 3 ahead of it (`near`), and the flags shift as
         # bubbles pass. It compares the two low index bits only (one LUT each): exact for
         # up to 4 groups, conservative beyond (a false match only costs a bubble).
-        a_valid, a = Signal(), Signal(self.i_layout)
-        skid_valid, skid = Signal(), Signal(self.i_layout)
+        a_valid, a = Signal(), Signal(self.i_layout, reset_less=True)
+        # The skid copies every input beat while it is empty (kept only if the beat cannot
+        # enter A): its enable is a register, not the output's ready.
+        skid_valid, skid = Signal(), Signal(self.i_layout, reset_less=True)
         near = Signal(3)  # near[d]: A's beat matches the beat d+1 ahead
         a_take = advance & ~near.any()
         m.d.comb += [self.i.ready.eq(~skid_valid), rd.addr.eq(a.index), rd.en.eq(advance)]
@@ -134,6 +138,8 @@ class LIFArray(wiring.Component):
         with m.If(self.i.valid & self.i.ready & ~in_range):
             m.d.sync += self.index_error.eq(1)  # dropped on arrival
 
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(self.i.payload)
         low = min(2, self.index_width)
         entering = Signal(self.i_layout)
         m.d.comb += entering.eq(Mux(skid_valid, skid, self.i.payload))
@@ -154,7 +160,7 @@ class LIFArray(wiring.Component):
             m.d.sync += near.eq(Mux(advance, ahead_if_advance, ahead_if_stall))
         with m.Else():
             with m.If(arriving):
-                m.d.sync += [skid_valid.eq(1), skid.eq(self.i.payload)]
+                m.d.sync += skid_valid.eq(1)
             with m.If(advance):  # A holds, a bubble enters B: everything ahead moves on
                 m.d.sync += near.eq(near << 1)
         # The beat in D now is the last write when A's beat reaches B: decide the
