@@ -8,17 +8,21 @@ element) and OUTPUT (int32 per element) memories. LOAD runs the ProgramLoader; R
 one inference, op by op:
 
   ENCODE     INPUT elements -> bit planes of the input buffer in the activation memory
-  LINEAR     per token: the scanner reads the source planes and sends one engine event
-             (channel, T-bit word, plane shift, negate) per non-silent channel and plane, then
-             a silent `last` beat; the engine's drain (timestep-major, per unit group) is
-             shifted by acc_shift, repeated, biased and fed to the LIF (FIRST at t = 0, or a
-             LOAD pass of v0 first); LIF spikes are written to the destination planes. Tokens
-             pipeline: the next token's scan runs while this one drains.
+  LINEAR     the reader streams the source planes (address order, T words a slot); the
+             emitter sends one engine event (channel, T-bit word, row, plane shift, negate)
+             per live channel of a slot, a cycle each, silent channels cost nothing; the
+             engine drains each token (timestep-major, per unit group) into the two-stage
+             post unit (acc_shift, repeat, bias, range check; FIRST at t = 0, or a LOAD pass
+             of v0) at one LIF beat a cycle; LIF spikes are written to the destination
+             planes. Tokens pipeline through reader, engine, post unit and writer.
   ATTENTION  per head: token rows {q, k, v} (timestep-major) into the AttentionCore; its
              ATTN (SDSA: GATED) spikes go to the destination
   ADD        per word: the element values of both sources, summed, range-checked, re-encoded
-  READOUT    scanned like LINEAR; drained currents + bias summed over T and tokens; the int32
+  READOUT    like LINEAR; drained currents + bias summed over T and tokens; the int32
              totals are written to OUTPUT
+ENCODE and ADD share the value unit: a reader assembles one (token, group, t) word while the
+plane writer stores the previous one. Per-op cycles of the last RUN are readable in the LAYERS
+space; `golden/accelerator.py` gives the ideal bound they are benched against.
 
 Activation word `T·w + t` (w: the buffer word of `golden.program_loader`) holds `lanes` bits:
 plane p of channels g·P .. g·P+P-1 at timestep t. A value outside its buffer's range (ADD
@@ -97,6 +101,7 @@ class Accelerator(wiring.Component):
         m.submodules.prog_mem = prog_mem = Memory(shape=8, depth=cfg.program_bytes, init=[])
         m.submodules.in_mem = in_mem = Memory(shape=8, depth=self.input_bytes, init=[])
         m.submodules.out_mem = out_mem = Memory(shape=8, depth=self.output_bytes, init=[])
+        m.submodules.layers = layers_mem = Memory(shape=32, depth=cfg.max_ops, init=[])
         m.submodules.act = act = Memory(shape=P, depth=cfg.act_words * T, init=[])
         m.submodules.bias = bias_mem = Memory(
             shape=data.ArrayLayout(signed(cfg.bias_width), P), depth=cfg.bias_words, init=[])
@@ -107,6 +112,7 @@ class Accelerator(wiring.Component):
         prog_rd, prog_wr = prog_mem.read_port(), prog_mem.write_port()
         in_rd, in_wr = in_mem.read_port(), in_mem.write_port()
         out_rd, out_wr = out_mem.read_port(), out_mem.write_port()
+        layers_rd, layers_wr = layers_mem.read_port(), layers_mem.write_port()
         act_rd, act_wr = act.read_port(), act.write_port()
         bias_rd, bias_wr = bias_mem.read_port(), bias_mem.write_port()
         op_rd, op_wr = op_mem.read_port(), op_mem.write_port()
@@ -133,11 +139,14 @@ class Accelerator(wiring.Component):
         state = Signal(2, init=State.IDLE)
         input_size = Signal(self.addr_width + 1)
         output_size = Signal(self.addr_width + 1)
+        layers_size = Signal(self.addr_width + 1)
+        ran = Signal()                   # a RUN since the LOAD: LAYERS reads its counts
         inferences, ops_total, sats_total = Signal(32), Signal(32), Signal(32)
         cycles, run_sats = Signal(32), Signal(32)
         events, skipped = Signal(32), Signal(32)
         m.d.comb += [dev.program_size.eq(cfg.program_bytes), dev.input_size.eq(input_size),
-                     dev.output_size.eq(output_size), dev.state.eq(state),
+                     dev.output_size.eq(output_size), dev.layers_size.eq(layers_size),
+                     dev.state.eq(state),
                      dev.inferences.eq(inferences), dev.ops_total.eq(ops_total),
                      dev.sats_total.eq(sats_total), dev.perf_cycles.eq(cycles),
                      dev.perf_events.eq(events), dev.perf_skipped.eq(skipped),
@@ -153,16 +162,24 @@ class Accelerator(wiring.Component):
             in_wr.addr.eq(dev.mem_addr), in_wr.data.eq(dev.mem_wdata),
             in_wr.en.eq(dev.mem_we & (space == Space.INPUT)),
             out_rd.addr.eq(dev.mem_addr), out_rd.en.eq(1),
+            layers_rd.addr.eq(dev.mem_addr >> 2), layers_rd.en.eq(1),
         ]
         # Host reads: the memory answers a cycle later, the reply register one more.
-        read_pending, read_space = Signal(), Signal(2)
+        read_pending, read_space, read_byte = Signal(), Signal(2), Signal(2)
         m.d.sync += [read_pending.eq(dev.mem_re), dev.mem_rvalid.eq(read_pending)]
         with m.If(dev.mem_re):
-            m.d.sync += read_space.eq(space)
+            m.d.sync += [read_space.eq(space), read_byte.eq(dev.mem_addr[:2])]
         with m.If(read_pending):
-            m.d.sync += dev.mem_rdata.eq(Mux(read_space == Space.PROGRAM, prog_rd.data,
-                                         Mux(read_space == Space.INPUT, in_rd.data,
-                                             out_rd.data)))
+            with m.Switch(read_space):
+                with m.Case(Space.PROGRAM):
+                    m.d.sync += dev.mem_rdata.eq(prog_rd.data)
+                with m.Case(Space.INPUT):
+                    m.d.sync += dev.mem_rdata.eq(in_rd.data)
+                with m.Case(Space.OUTPUT):
+                    m.d.sync += dev.mem_rdata.eq(out_rd.data)
+                with m.Case(Space.LAYERS):    # little-endian u32 per op, 0 before a RUN
+                    m.d.sync += dev.mem_rdata.eq(
+                        Mux(ran, layers_rd.data.word_select(read_byte, 8), 0))
         with m.If(dev.program_written):
             m.d.sync += [loaded.eq(0), state.eq(State.IDLE)]
 
@@ -175,7 +192,6 @@ class Accelerator(wiring.Component):
         token = Signal(16)
         group = Signal(16)
         tstep = Signal(range(T + 1))
-        plane = Signal(6)
         ctr = Signal(16)
 
         def act_addr(buf, tok, grp, pln, t):
@@ -198,8 +214,30 @@ class Accelerator(wiring.Component):
                        Mux((buf.kind == BufKind.SIGNED_SPIKES) & (pln == 1), -1, 1)) * bit
 
         # ----------------------------------------- element values (ENCODE and ADD)
-        vals = Signal(data.ArrayLayout(VALUE, P))
+        # A reader assembles the P values of one (token, group, t) word, one read a cycle:
+        # ENCODE reads 2 input bytes per real lane (padding lanes stay 0), ADD the planes of
+        # both sources. On its last read's data the word is range-checked and handed to the
+        # plane writer, which writes the destination planes (one a cycle) while the reader
+        # goes on with the next word.
+        val_on = Signal()                # ENC_READ or ADD_READ: the unit runs
+        encoding = Signal()              # ENCODE (not ADD) owns the value unit
+        vals = Signal(data.ArrayLayout(VALUE, P))        # the word being assembled
+        vals_next = Signal(data.ArrayLayout(VALUE, P))   # ... with this cycle's read data
         lo_byte = Signal(8)
+        n0 = src.planes
+        last_lane = Mux(group == dst.cgroups - 1, (dst.channels - 1)[:exact_log2(P)], P - 1) \
+            if P > 1 else 0
+        n_reads = Signal(8)              # reads of the word being issued
+        m.d.comb += n_reads.eq(Mux(encoding, 2 * (last_lane + 1), n0 + src1.planes))
+        rd_valid, rd_last = Signal(), Signal()           # read data arrives (the word's last)
+        rd_k = Signal(8)                 # ... of read k of its word
+        rd_done = Signal()               # every read of the op issued
+        held = Signal()                  # `vals` is a complete word the writer has not taken
+        h_tok, h_grp, h_t = Signal(16), Signal(16), Signal(range(T + 1))
+        pw_full = Signal()
+        pw_vals = Signal(data.ArrayLayout(VALUE, P))
+        pw_pln = Signal(6)
+        pw_tok, pw_grp, pw_t = Signal(16), Signal(16), Signal(range(T + 1))
         val_lo, val_hi = Signal(VALUE), Signal(VALUE)
         with m.Switch(dst.kind):
             with m.Case(BufKind.SPIKES):
@@ -208,40 +246,213 @@ class Accelerator(wiring.Component):
                 m.d.comb += [val_lo.eq(-1), val_hi.eq(1)]
             with m.Default():
                 m.d.comb += [val_lo.eq(0), val_hi.eq((Const(1, VALUE) << dst.bits) - 1)]
-        vals_ok = Cat((vals[lane] >= val_lo) & (vals[lane] <= val_hi) for lane in range(P)).all()
+
+        # the arriving read's contribution
+        m.d.comb += vals_next.eq(vals)
+        with m.If(rd_valid):
+            with m.If(encoding):
+                with m.If(~rd_k[0]):
+                    m.d.sync += lo_byte.eq(in_rd.data)
+                with m.Else():
+                    value = Cat(lo_byte, in_rd.data).as_signed()
+                    for lane in range(P):
+                        with m.If((rd_k >> 1) == lane):
+                            m.d.comb += vals_next[lane].eq(value)
+            with m.Else():
+                in_first = rd_k < n0
+                pln = Mux(in_first, rd_k, rd_k - n0)[:6]
+                for lane in range(P):
+                    bit = act_rd.data[lane]
+                    add = Mux(in_first, plane_value(src, pln, bit), plane_value(src1, pln, bit))
+                    m.d.comb += vals_next[lane].eq(vals[lane] + add)
+        completing = rd_valid & rd_last
+        word = Signal(data.ArrayLayout(VALUE, P))       # the complete word (a view: lanes)
+        m.d.comb += word.eq(Mux(held, vals, vals_next))
+        word_ok = Cat((word[lane] >= val_lo) & (word[lane] <= val_hi) for lane in range(P)).all()
+        pw_free = ~pw_full | (pw_pln == dst.planes - 1)  # free, or writes its last plane now
+        accept = val_on & (completing | held) & pw_free & word_ok
+        val_error = val_on & (completing | held) & ~word_ok
+        m.d.sync += vals.eq(vals_next)
+        with m.If(completing & ~accept):
+            m.d.sync += held.eq(1)
+        with m.If(val_on & pw_full):
+            m.d.comb += [act_wr.en.eq(1),
+                         act_wr.addr.eq(act_addr(dst, pw_tok, pw_grp, pw_pln, pw_t)),
+                         act_wr.data.eq(plane_bits(dst, pw_pln, pw_vals))]
+            m.d.sync += pw_pln.eq(pw_pln + 1)
+            with m.If(pw_pln == dst.planes - 1):
+                m.d.sync += [pw_full.eq(0), pw_pln.eq(0)]
+        with m.If(accept):
+            m.d.sync += [pw_full.eq(1), pw_vals.eq(word), pw_pln.eq(0), pw_tok.eq(h_tok),
+                         pw_grp.eq(h_grp), pw_t.eq(h_t), vals.eq(0), held.eq(0)]
+
+        # the reader: a word's first read waits until the previous word is taken
+        rd_issue = val_on & ~rd_done & ((ctr != 0) | (~held & (~completing | accept)))
+        rd_word_last = ctr == n_reads - 1
+        m.d.sync += [rd_valid.eq(rd_issue), rd_last.eq(rd_issue & rd_word_last), rd_k.eq(ctr)]
+        with m.If(rd_issue):
+            with m.If(encoding):
+                element = (tstep * dst.tokens + token) * dst.channels + group * P + (ctr >> 1)
+                m.d.comb += in_rd.addr.eq(Cat(ctr[0], element))
+            with m.Else():
+                rd_first = ctr < n0
+                rd_plane = Mux(rd_first, ctr, ctr - n0)[:6]
+                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
+                    rd_first, act_addr(src, token, group, rd_plane, tstep),
+                    act_addr(src1, token, group, rd_plane, tstep)))]
+            m.d.sync += ctr.eq(ctr + 1)
+            with m.If(rd_word_last):
+                # t fastest, then groups, then tokens
+                m.d.sync += [ctr.eq(0), h_tok.eq(token), h_grp.eq(group), h_t.eq(tstep),
+                             tstep.eq(tstep + 1)]
+                with m.If(tstep == T - 1):
+                    m.d.sync += [tstep.eq(0), group.eq(group + 1)]
+                    with m.If(group == dst.cgroups - 1):
+                        m.d.sync += [group.eq(0), token.eq(token + 1)]
+                        with m.If(token == dst.tokens - 1):
+                            m.d.sync += rd_done.eq(1)
+        val_idle = rd_done & ~rd_valid & ~held & ~pw_full
+        with m.If(~val_on):
+            m.d.sync += [rd_valid.eq(0), held.eq(0), pw_full.eq(0), vals.eq(0)]
 
         # --------------------------------------------------------------- scanner
-        scan_words = Signal(data.ArrayLayout(P, T))
-        scan_lane = Signal(range(P))
-        chan = Signal(16)
-        event_word = Signal(T)
-        m.d.comb += [chan.eq(group * P + scan_lane),
-                     event_word.eq(Cat(scan_words[t].bit_select(scan_lane, 1)
-                                       for t in range(T)))]
+        # LINEAR / READOUT read the source planes in address order (token, group, plane, t:
+        # consecutive words), one read a cycle, T words per slot. The emitter holds the
+        # previous slot and sends one engine event per live channel (lowest lane first, a
+        # cycle each); silent channels cost nothing. Padding lanes are always 0 in the
+        # activation memory (every writer masks them), so a live lane is a real channel.
+        lin_on = Signal()                # LINEAR / READOUT running (seq in LIN_RUN)
+        row_shape = engine.i_layout["row"].shape
+        r_addr = Signal(range(cfg.act_words * T + 1))
+        r_t = Signal(range(T))
+        r_pln, r_grp, r_tok = Signal(8), Signal(16), Signal(16)
+        r_row = Signal(row_shape)        # weight row of the slot's lane 0
+        r_done = Signal()                # every read of the op issued
+        r_got = Signal()                 # read data arrives this cycle ...
+        r_got_t = Signal(range(T))       # ... for this timestep
+        fill = Signal(data.ArrayLayout(P, T))
+        fill_full = Signal()             # a complete slot waits for the emitter
+        f_grp, f_pln, f_row, f_last = Signal(16), Signal(8), Signal(row_shape), Signal()
+        e_full = Signal()
+        e_words = Signal(data.ArrayLayout(P, T))
+        e_mask = Signal(P)               # live lanes not yet sent
+        e_grp, e_pln, e_row, e_last = Signal(16), Signal(8), Signal(row_shape), Signal()
+        scan_skipped = Signal(32)        # silent (channel, plane) pairs never sent
+        lane_off = [Signal(row_shape, name=f"lane_off{lane}") for lane in range(P)]
+        m.d.sync += [lane_off[lane].eq(op.groups * lane) for lane in range(P)]
         # The engine's group count is held for a whole op (it must not change while it works);
         # full during a flush, so every accumulator is drained and cleared.
         eng_groups = Signal.like(engine.active_groups, init=engine.groups)
         m.d.comb += engine.active_groups.eq(eng_groups)
-        row_g = Signal(engine.i_layout["row"].shape)   # weight row of channel group·P
-        row = Signal.like(row_g)                    # weight row of channel `chan`
+
+        # emitter: the lowest live lane of its slot
+        e_sel = Signal(range(P))
+        for lane in reversed(range(P)):
+            with m.If(e_mask[lane]):
+                m.d.comb += e_sel.eq(lane)
+        e_has = e_mask != 0
+        e_rest = e_mask & (e_mask - 1)           # e_mask without its lowest set bit
+        e_final = ~e_has | (e_rest == 0)         # this emission empties the slot
+        e_valid = e_full & (e_has | e_last)      # a slot without live lanes: `last` only
+        sel_row = Signal(row_shape)
+        with m.Switch(e_sel):
+            for lane in range(P):
+                with m.Case(lane):
+                    m.d.comb += sel_row.eq(e_row + lane_off[lane])
+        e_free = Signal()                        # the slot is (or becomes) free this cycle
+        m.d.comb += e_free.eq(~e_full | (~e_has & ~e_last) |
+                              (e_valid & engine.i.ready & e_final))
+        with m.If(lin_on):
+            m.d.comb += [
+                engine.i.valid.eq(e_valid),
+                engine.i.payload.index.eq(Cat(e_sel, e_grp) if P > 1 else e_grp),
+                engine.i.payload.spikes.eq(Mux(e_has, Cat(e_words[t].bit_select(e_sel, 1)
+                                                          for t in range(T)), 0)),
+                engine.i.payload.row.eq(sel_row),
+                engine.i.payload.shift.eq(Mux(src.kind == BufKind.UINT, e_pln, 0)),
+                engine.i.payload.negate.eq((src.kind == BufKind.SIGNED_SPIKES) & (e_pln == 1)),
+                engine.i.payload.last.eq(e_last & e_final),
+            ]
+            with m.If(e_full & ~e_has & ~e_last):
+                m.d.sync += e_full.eq(0)
+            with m.Elif(e_valid & engine.i.ready):
+                m.d.sync += e_mask.eq(e_rest)
+                with m.If(e_final):
+                    m.d.sync += e_full.eq(0)
+
+        # reader
+        last_capture = r_got & (r_got_t == T - 1)
+        r_issue = lin_on & ~r_done & (~fill_full | e_free) & ~(last_capture & ~e_free)
+        with m.If(r_issue):
+            m.d.comb += [act_rd.addr.eq(r_addr), act_rd.en.eq(1)]
+            m.d.sync += [r_addr.eq(r_addr + 1), r_t.eq(r_t + 1)]
+            with m.If(r_t == T - 1):
+                m.d.sync += [r_t.eq(0), f_grp.eq(r_grp), f_pln.eq(r_pln), f_row.eq(r_row),
+                             f_last.eq((r_pln == src.planes - 1) &
+                                       (r_grp == src.cgroups - 1))]
+                with m.If(r_pln == src.planes - 1):
+                    m.d.sync += [r_pln.eq(0), r_grp.eq(r_grp + 1),
+                                 r_row.eq(r_row + (op.groups << exact_log2(P)))]
+                    with m.If(r_grp == src.cgroups - 1):
+                        m.d.sync += [r_grp.eq(0), r_row.eq(op.wbase), r_tok.eq(r_tok + 1)]
+                        with m.If(r_tok == src.tokens - 1):
+                            m.d.sync += r_done.eq(1)
+                with m.Else():
+                    m.d.sync += r_pln.eq(r_pln + 1)
+        m.d.sync += [r_got.eq(r_issue), r_got_t.eq(r_t)]
+        with m.If(r_got):
+            with m.Switch(r_got_t):
+                for t in range(T):
+                    with m.Case(t):
+                        m.d.sync += fill[t].eq(act_rd.data)
+        # a complete slot moves to the emitter: straight from the read port, or from `fill`
+        slot = Signal.like(fill)
+        m.d.comb += slot.eq(Mux(last_capture, Cat(fill.as_value()[:P * (T - 1)], act_rd.data),
+                                fill))
+        slot_live = Signal(P)
+        m.d.comb += slot_live.eq(Cat(Cat(slot[t][lane] for t in range(T)).any()
+                                     for lane in range(P)))
+        silent = Signal(P)
+        m.d.comb += silent.eq(lane_mask(src, f_grp) & ~slot_live)
+        with m.If(lin_on & (last_capture | fill_full)):
+            with m.If(e_free):
+                m.d.sync += [e_full.eq(1), e_words.eq(slot), e_mask.eq(slot_live),
+                             e_grp.eq(f_grp), e_pln.eq(f_pln), e_row.eq(f_row),
+                             e_last.eq(f_last), fill_full.eq(0),
+                             scan_skipped.eq(scan_skipped +
+                                             sum(silent[lane] for lane in range(P)))]
+            with m.Else():
+                m.d.sync += fill_full.eq(1)
 
         # --------------------------------- engine drain -> LIF / readout (post unit)
-        post_on = Signal()               # LINEAR or READOUT running
+        # One LIF beat a cycle in two stages. A holds an engine beat (group a_g of timestep
+        # p_t of token p_tok) and issues its sub-beats: one, or `repeat` (a unit's current
+        # copied to `repeat` neurons), each with its bias read; a token with v0 first gets
+        # a LOAD pass of every LIF group. B adds the bias (the read data) and offers the
+        # current to the LIF, range-checked; a READOUT's B sums into `readout_sums`.
         is_readout = Signal()
         p_tok = Signal(16)
         p_t = Signal(range(T + 1))
-        p_g = Signal(16)                 # engine (unit) group of the held beat
-        p_sub = Signal(8)                # repeat sub-beat
-        p_ul = Signal(range(P))          # repeat: the unit lane of this sub-beat
-        p_j = Signal(8)                  # repeat: sub-beat within the unit
-        p_h = Signal(16)                 # LIF neuron group / bias group
+        p_h = Signal(16)                 # LIF neuron group / bias group of the next sub-beat
         p_row_base = Signal(16)          # bias word of the token's bias row
         p_loading = Signal()             # the v0 LOAD pass of the token
-        p_acc = Signal(engine.o_layout["current"].shape)
-        p_bias = Signal(data.ArrayLayout(signed(cfg.bias_width), P))
+        cur_shape = engine.o_layout["current"].shape
+        a_valid = Signal()
+        a_acc = Signal(cur_shape)
+        a_g = Signal.like(engine.o.payload.index)
+        a_sub = Signal(8)                # repeat sub-beat
+        a_ul = Signal(range(P))          # repeat: the unit lane of this sub-beat
+        a_j = Signal(8)                  # repeat: sub-beat within the unit
         per_unit = Signal(8)             # repeat / P (repeat > 1)
         m.d.comb += per_unit.eq(op.repeat >> exact_log2(P))
         repeat_one = op.repeat == 1
+        lane_w = len(engine.o.payload.current[0])
+        val_shape = signed(max(lane_w + MAX_LEFT_SHIFT, cfg.width) + 1)
+        b_valid = Signal()
+        b_op = Signal(LIFOp)
+        b_h = Signal(16)
+        b_val = Signal(data.ArrayLayout(val_shape, P))
+        b_bias = Signal()                # add the bias read data
         cur_w = cfg.current_width
         cur_lo = Signal(signed(cur_w + 1))
         cur_hi = Signal(signed(cur_w + 1))
@@ -249,7 +460,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [half.eq(Const(1, signed(cur_w + 1)) << (op.cur_width - 1)[:6]),
                      cur_lo.eq(-half), cur_hi.eq(half - 1)]
         post_error = Signal()
-        post_done = Signal()             # every engine beat of the op consumed
+        post_done = Signal()             # every engine beat of the op taken by A
         readout_sums = Signal(data.ArrayLayout(signed(40), self.readout_groups * P))
         acc_shift = op.acc_shift
         neg_shift = (-acc_shift).as_unsigned()[:5]
@@ -258,98 +469,70 @@ class Accelerator(wiring.Component):
         def shifted(x):
             return Mux(acc_shift < 0, x >> neg_shift, x << pos_shift)
 
-        def post_idle_unless_on():
-            # a stopped run (FAIL) leaves the unit waiting for the next op (last in each
-            # state, so it wins over the state's own `m.next`)
-            with m.If(~post_on):
-                m.next = "WAIT"
-
-        with m.FSM(name="post"):
-            with m.State("WAIT"):
-                with m.If(post_on & ~post_done):
-                    m.next = "BEAT"
-                    with m.If(p_loading & ~is_readout):
-                        m.next = "LOAD_V0"
-            with m.State("LOAD_V0"):
-                m.d.comb += [lif.i.valid.eq(1), lif.i.payload.op.eq(LIFOp.LOAD),
-                             lif.i.payload.index.eq(p_h)]
-                for lane in range(P):
-                    m.d.comb += lif.i.payload.current[lane].eq(op.v0)
-                with m.If(lif.i.ready):
-                    m.d.sync += p_h.eq(p_h + 1)
-                    with m.If(p_h == op.ngroups - 1):
-                        m.d.sync += [p_h.eq(0), p_loading.eq(0)]
-                        m.next = "BEAT"
-                post_idle_unless_on()
-            with m.State("BEAT"):
-                # take one drained beat of the engine
-                m.d.comb += engine.o.ready.eq(1)
-                with m.If(engine.o.valid):
-                    m.d.sync += [p_acc.eq(engine.o.payload.current), p_g.eq(engine.o.payload.index),
-                                 p_sub.eq(0), p_ul.eq(0), p_j.eq(0)]
-                    m.d.sync += p_h.eq(Mux(is_readout | repeat_one, engine.o.payload.index,
-                                           engine.o.payload.index * op.repeat))
-                    m.next = "BIAS"
-                post_idle_unless_on()
-            with m.State("BIAS"):
-                m.d.comb += [bias_rd.addr.eq(Mux(is_readout, op.bbase + p_h,
-                                                 p_row_base + p_h)), bias_rd.en.eq(1)]
-                m.next = "BIAS_DATA"
-                post_idle_unless_on()
-            with m.State("BIAS_DATA"):
-                m.d.sync += p_bias.eq(Mux(op.bias_rows != 0, bias_rd.data, 0))
-                m.next = "EMIT"
-                with m.If(is_readout):
-                    m.next = "SUM"
-                post_idle_unless_on()
-            with m.State("SUM"):
-                for g in range(self.readout_groups):
-                    with m.If(p_g == g):
-                        for lane in range(P):
-                            k = g * P + lane
-                            m.d.sync += readout_sums[k].eq(readout_sums[k] + p_acc[lane] +
-                                                           p_bias[lane])
-                m.next = "NEXT"
-                post_idle_unless_on()
-            with m.State("EMIT"):
+        advance_b = ~post_error & (~b_valid | is_readout | lif.i.ready)
+        a_issue = lin_on & advance_b & (p_loading | a_valid)
+        beat_end = ~p_loading & (repeat_one | is_readout | (a_sub == op.repeat - 1))
+        m.d.comb += [bias_rd.addr.eq(Mux(is_readout, op.bbase, p_row_base) + p_h),
+                     bias_rd.en.eq(advance_b)]
+        with m.If(advance_b):
+            m.d.sync += b_valid.eq(a_issue)
+        with m.If(a_issue):
+            m.d.sync += b_h.eq(p_h)
+            with m.If(p_loading):
+                m.d.sync += [b_op.eq(LIFOp.LOAD), b_bias.eq(0), p_h.eq(p_h + 1)]
+                m.d.sync += [b_val[lane].eq(op.v0) for lane in range(P)]
+                with m.If(p_h == op.ngroups - 1):
+                    m.d.sync += [p_h.eq(0), p_loading.eq(0)]
+            with m.Else():
                 first = (p_t == 0) & (op.v0 == 0)
-                m.d.comb += [lif.i.valid.eq(~post_error),
-                             lif.i.payload.op.eq(Mux(first, LIFOp.FIRST, LIFOp.UPDATE)),
-                             lif.i.payload.index.eq(p_h)]
-                bad = []
+                m.d.sync += [b_op.eq(Mux(first, LIFOp.FIRST, LIFOp.UPDATE)),
+                             b_bias.eq(op.bias_rows != 0), p_h.eq(p_h + 1)]
                 for lane in range(P):
-                    acc = Mux(repeat_one, p_acc[lane], p_acc[p_ul])
-                    cur = Signal(signed(cfg.current_width + 8), name=f"cur{lane}")
-                    m.d.comb += [cur.eq(shifted(acc) + p_bias[lane]),
-                                 lif.i.payload.current[lane].eq(cur)]
-                    bad.append((cur < cur_lo) | (cur > cur_hi))
-                with m.If(Cat(bad).any()):
-                    m.d.sync += post_error.eq(1)
-                with m.Elif(lif.i.ready):
-                    with m.If(repeat_one | (p_sub == op.repeat - 1)):
-                        m.next = "NEXT"
-                    with m.Else():
-                        m.d.sync += [p_sub.eq(p_sub + 1), p_h.eq(p_h + 1), p_j.eq(p_j + 1)]
-                        with m.If(p_j == per_unit - 1):
-                            m.d.sync += [p_j.eq(0), p_ul.eq(p_ul + 1)]
-                        m.next = "BIAS"
-                post_idle_unless_on()
-            with m.State("NEXT"):
-                # position of the next engine beat: groups, then t, then tokens
-                m.next = "BEAT"
-                with m.If(p_g == op.groups - 1):
-                    m.d.sync += p_t.eq(p_t + 1)
-                    with m.If(p_t == T - 1):
-                        m.d.sync += [p_t.eq(0), p_tok.eq(p_tok + 1),
-                                     p_row_base.eq(Mux(op.bias_rows > 1,
-                                                       p_row_base + op.ngroups, p_row_base)),
-                                     p_loading.eq(op.v0 != 0), p_h.eq(0)]
-                        with m.If(p_tok == src.tokens - 1):
-                            m.d.sync += post_done.eq(1)
-                            m.next = "WAIT"
-                        with m.Elif(op.v0 != 0):
-                            m.next = "LOAD_V0"
-                post_idle_unless_on()
+                    acc = Mux(repeat_one | is_readout, a_acc[lane], a_acc[a_ul])
+                    m.d.sync += b_val[lane].eq(Mux(is_readout, acc, shifted(acc)))
+                with m.If(beat_end):
+                    m.d.sync += a_valid.eq(0)
+                    with m.If(a_g == op.groups - 1):
+                        m.d.sync += [p_h.eq(0), p_t.eq(p_t + 1)]
+                        with m.If(p_t == T - 1):
+                            m.d.sync += [p_t.eq(0), p_tok.eq(p_tok + 1),
+                                         p_row_base.eq(Mux(op.bias_rows > 1,
+                                                           p_row_base + op.ngroups,
+                                                           p_row_base)),
+                                         p_loading.eq((op.v0 != 0) & ~is_readout)]
+                            with m.If(p_tok == src.tokens - 1):
+                                m.d.sync += [post_done.eq(1), p_loading.eq(0)]
+                with m.Else():
+                    m.d.sync += [a_sub.eq(a_sub + 1), a_j.eq(a_j + 1)]
+                    with m.If(a_j == per_unit - 1):
+                        m.d.sync += [a_j.eq(0), a_ul.eq(a_ul + 1)]
+        take_beat = lin_on & ~post_done & (~a_valid | (a_issue & beat_end))
+        m.d.comb += engine.o.ready.eq(take_beat)
+        with m.If(take_beat & engine.o.valid):
+            m.d.sync += [a_valid.eq(1), a_acc.eq(engine.o.payload.current),
+                         a_g.eq(engine.o.payload.index), a_sub.eq(0), a_ul.eq(0), a_j.eq(0)]
+
+        # B: + bias -> LIF (range-checked) or the READOUT sums
+        bias_word = bias_rd.data
+        cur = [Signal(signed(val_shape.width + 1), name=f"cur{lane}") for lane in range(P)]
+        m.d.comb += [cur[lane].eq(b_val[lane] + Mux(b_bias, bias_word[lane], 0))
+                     for lane in range(P)]
+        with m.If(lin_on & ~is_readout):
+            m.d.comb += [lif.i.valid.eq(b_valid & ~post_error), lif.i.payload.op.eq(b_op),
+                         lif.i.payload.index.eq(b_h)]
+            m.d.comb += [lif.i.payload.current[lane].eq(cur[lane]) for lane in range(P)]
+            bad = Cat((cur[lane] < cur_lo) | (cur[lane] > cur_hi) for lane in range(P)).any()
+            with m.If(b_valid & (b_op != LIFOp.LOAD) & bad):
+                m.d.sync += post_error.eq(1)
+        with m.If(lin_on & is_readout & b_valid):
+            for g in range(self.readout_groups):
+                with m.If(b_h == g):
+                    for lane in range(P):
+                        k = g * P + lane
+                        m.d.sync += readout_sums[k].eq(readout_sums[k] + cur[lane])
+        with m.If(~lin_on):
+            m.d.sync += [a_valid.eq(0), b_valid.eq(0), e_full.eq(0), fill_full.eq(0),
+                         p_loading.eq(0)]
 
         # ------------------------------------------------ LIF spikes -> destination
         w_tok = Signal(16)
@@ -410,13 +593,63 @@ class Accelerator(wiring.Component):
                         with m.If(a_t == T - 1):
                             m.d.sync += [a_t.eq(0), a_done.eq(1)]
 
+            # the row reader: 3·Gd words {q, k, v} of (token, t) a row, one read a cycle,
+            # the next row read while the core takes this one
+            ar_on = Signal()             # ATTN_READ
+            reads = 3 * Gd
+            ar_k = Signal(range(reads))
+            ar_done = Signal()           # every row of the head issued
+            ar_got, ar_got_k = Signal(), Signal(range(reads))
+            rows = Signal(data.ArrayLayout(P, reads))
+            rows_full = Signal()         # a complete row waits for the output register
+            row_out = Signal(data.ArrayLayout(P, reads))
+            row_valid = Signal()
+            out_free = ~row_valid | attn.i.ready
+            ar_last = ar_got & (ar_got_k == reads - 1)
+            ar_issue = ar_on & ~ar_done & ~rows_full & ~(ar_last & ~out_free)
+            which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
+            grp = head * Gd + (ar_k[:exact_log2(Gd)] if Gd > 1 else 0)
+            with m.If(ar_issue):
+                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
+                    which == 0, act_addr(src, token, grp, 0, tstep),
+                    Mux(which == 1, act_addr(src1, token, grp, 0, tstep),
+                        act_addr(src2, token, grp, 0, tstep))))]
+                m.d.sync += ar_k.eq(ar_k + 1)
+                with m.If(ar_k == reads - 1):
+                    m.d.sync += [ar_k.eq(0), token.eq(token + 1)]
+                    with m.If(token == src.tokens - 1):
+                        m.d.sync += [token.eq(0), tstep.eq(tstep + 1)]
+                        with m.If(tstep == T - 1):
+                            m.d.sync += [tstep.eq(0), ar_done.eq(1)]
+            m.d.sync += [ar_got.eq(ar_issue), ar_got_k.eq(ar_k)]
+            with m.If(ar_got):
+                with m.Switch(ar_got_k):
+                    for k in range(reads):
+                        with m.Case(k):
+                            m.d.sync += rows[k].eq(act_rd.data)
+            with m.If(ar_on):
+                m.d.comb += [attn.i.valid.eq(row_valid),
+                             attn.i.payload.q.eq(Cat(row_out[k] for k in range(Gd))),
+                             attn.i.payload.k.eq(Cat(row_out[Gd + k] for k in range(Gd))),
+                             attn.i.payload.v.eq(Cat(row_out[2 * Gd + k] for k in range(Gd)))]
+                with m.If(attn.i.ready):
+                    m.d.sync += row_valid.eq(0)
+                with m.If((ar_last | rows_full) & out_free):
+                    m.d.sync += [row_out.eq(Mux(ar_last, Cat(rows.as_value()[:P * (reads - 1)],
+                                                             act_rd.data), rows)),
+                                 row_valid.eq(1), rows_full.eq(0)]
+                with m.Elif(ar_last):
+                    m.d.sync += rows_full.eq(1)
+            ar_idle = ar_done & ~ar_got & ~rows_full & ~row_valid
+            with m.If(~ar_on):
+                m.d.sync += [ar_got.eq(0), rows_full.eq(0), row_valid.eq(0)]
+
         # ----------------------------------------------------------- the sequencer
         run_cycle = Signal()
         with m.If(run_cycle):
             m.d.sync += [cycles.eq(cycles + 1), self.op_cycles.eq(self.op_cycles + 1)]
         lif_sats = lif.sat_count
         attn_sats = attn.sat_count if attn is not None else 0
-        encoding = Signal()              # ENCODE (not ADD) owns the value unit
 
         def abort_check():
             # `abort` stops a run from any of its states (last in the state: it wins)
@@ -434,6 +667,7 @@ class Accelerator(wiring.Component):
                         with m.Case(Cmd.RUN):
                             with m.If(loaded):
                                 m.d.sync += [cycles.eq(0), op_index.eq(0), post_error.eq(0),
+                                             scan_skipped.eq(0),
                                              encoding.eq(1)]
                                 m.d.comb += [engine.clear_counters.eq(1),
                                              lif.clear_flags.eq(1)]
@@ -457,7 +691,8 @@ class Accelerator(wiring.Component):
                         m.d.sync += state.eq(State.ERROR)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [ctr.eq(0), input_size.eq(0), output_size.eq(0)]
+                        m.d.sync += [ctr.eq(0), input_size.eq(0), output_size.eq(0),
+                                     ran.eq(0), layers_size.eq(header.n_ops << 2)]
                         m.next = "LOAD_SIZES"
             with m.State("LOAD_SIZES"):
                 # INPUT bytes = 2·T·tokens·channels, one token per cycle (no multiplier)
@@ -487,70 +722,22 @@ class Accelerator(wiring.Component):
             with m.State("ENC_BUF"):
                 m.d.comb += run_cycle.eq(1)
                 m.d.sync += [dst.eq(buf_rd.data), token.eq(0), group.eq(0), tstep.eq(0),
-                             ctr.eq(0)]
+                             ctr.eq(0), rd_done.eq(0)]
                 m.next = "ENC_READ"
                 abort_check()
             with m.State("ENC_READ"):
-                # 2·P byte reads (low, high) for the P lanes of (token, group, t); the data
-                # of read k arrives while read k + 1 is issued
-                m.d.comb += run_cycle.eq(1)
-                lane_now = ctr >> 1
-                element = (tstep * dst.tokens + token) * dst.channels + group * P + lane_now
-                m.d.comb += in_rd.addr.eq(Cat(ctr[0], element))
-                m.d.sync += ctr.eq(ctr + 1)
-                with m.If(ctr != 0):
-                    prev = (ctr - 1)[:16]
-                    with m.If(~prev[0]):
-                        m.d.sync += lo_byte.eq(in_rd.data)
-                    with m.Else():
-                        value = Cat(lo_byte, in_rd.data).as_signed()
-                        for lane in range(P):
-                            with m.If((prev >> 1) == lane):
-                                m.d.sync += vals[lane].eq(
-                                    Mux(group * P + lane < dst.channels, value, 0))
-                with m.If(ctr == 2 * P):
-                    m.d.sync += [ctr.eq(0), plane.eq(0)]
-                    m.next = "VAL_CHECK"
-                abort_check()
-
-            # ---- shared by ENCODE and ADD: check `vals`, write the destination planes
-            with m.State("VAL_CHECK"):
-                m.d.comb += run_cycle.eq(1)
-                with m.If(vals_ok):
-                    m.next = "VAL_WRITE"
-                with m.Else():
+                # the value unit encodes every (token, group, t) word of the input buffer
+                m.d.comb += [run_cycle.eq(1), val_on.eq(1)]
+                with m.If(val_error):
                     m.next = "FAIL"
-                abort_check()
-            with m.State("VAL_WRITE"):
-                m.d.comb += [run_cycle.eq(1), act_wr.en.eq(1),
-                             act_wr.addr.eq(act_addr(dst, token, group, plane, tstep)),
-                             act_wr.data.eq(plane_bits(dst, plane, vals))]
-                m.d.sync += plane.eq(plane + 1)
-                with m.If(plane == dst.planes - 1):
-                    m.d.sync += [plane.eq(0), ctr.eq(0), tstep.eq(tstep + 1)]
-                    m.next = "VAL_NEXT"
-                abort_check()
-            with m.State("VAL_NEXT"):
-                # t fastest, then groups, then tokens; back to ENCODE's or ADD's reader
-                m.d.comb += run_cycle.eq(1)
-                in_add = ~encoding
-                m.d.sync += vals.eq(0)
-                m.next = "ADD_READ"
-                with m.If(~in_add):
-                    m.next = "ENC_READ"
-                with m.If(tstep == T):
-                    m.d.sync += [tstep.eq(0), group.eq(group + 1)]
-                    with m.If(group == dst.cgroups - 1):
-                        m.d.sync += [group.eq(0), token.eq(token + 1)]
-                        with m.If(token == dst.tokens - 1):
-                            m.next = "OP_NEXT"
-                            with m.If(~in_add):
-                                m.next = "OP_FETCH"
+                with m.Elif(val_idle):
+                    m.next = "OP_FETCH"
                 abort_check()
 
             # ---- the next op: its entry, then its four buffers
             with m.State("OP_NEXT"):
-                m.d.comb += run_cycle.eq(1)
+                m.d.comb += [run_cycle.eq(1), layers_wr.addr.eq(op_index),
+                             layers_wr.data.eq(self.op_cycles), layers_wr.en.eq(1)]
                 m.d.sync += op_index.eq(op_index + 1)
                 m.next = "OP_FETCH"
                 abort_check()
@@ -576,7 +763,7 @@ class Accelerator(wiring.Component):
                     with m.If(ctr == k + 1):
                         m.d.sync += b.eq(buf_rd.data)
                 with m.If(ctr == 4):
-                    m.d.sync += [token.eq(0), group.eq(0), tstep.eq(0), plane.eq(0),
+                    m.d.sync += [token.eq(0), group.eq(0), tstep.eq(0),
                                  head.eq(0), ctr.eq(0)]
                     m.next = "OP_START"
                 abort_check()
@@ -585,12 +772,13 @@ class Accelerator(wiring.Component):
                 with m.Switch(op.op):
                     with m.Case(Op.LINEAR, Op.READOUT):
                         m.d.sync += [
+                            r_addr.eq(src.base * T), r_t.eq(0), r_pln.eq(0), r_grp.eq(0),
+                            r_tok.eq(0), r_row.eq(op.wbase), r_done.eq(0),
                             p_tok.eq(0), p_t.eq(0), p_h.eq(0), p_row_base.eq(op.bbase),
                             p_loading.eq((op.op == Op.LINEAR) & (op.v0 != 0)),
                             post_done.eq(0), is_readout.eq(op.op == Op.READOUT),
                             w_tok.eq(0), w_t.eq(0), w_g.eq(0), w_second.eq(0),
-                            w_done.eq(0), readout_sums.eq(0), row.eq(op.wbase),
-                            row_g.eq(op.wbase), eng_groups.eq(op.groups)]
+                            w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.groups)]
                         m.d.comb += [lif.cfg.we.eq(op.op == Op.LINEAR),
                                      lif.cfg.theta.eq(op.theta),
                                      lif.cfg.leak_en.eq(op.leak != 255),
@@ -598,9 +786,9 @@ class Accelerator(wiring.Component):
                         with m.If((op.acc_shift > MAX_LEFT_SHIFT) | (op.acc_shift < -31)):
                             m.next = "FAIL"
                         with m.Else():
-                            m.next = "SCAN_READ"
+                            m.next = "LIN_RUN"
                     with m.Case(Op.ADD):
-                        m.d.sync += vals.eq(0)
+                        m.d.sync += [rd_done.eq(0), ctr.eq(0)]
                         m.next = "ADD_READ"
                     if attn is not None:
                         with m.Case(Op.ATTENTION):
@@ -612,65 +800,20 @@ class Accelerator(wiring.Component):
                                          attn.lif_cfg.theta.eq(op.theta),
                                          attn.lif_cfg.leak_en.eq(op.leak != 255),
                                          attn.lif_cfg.leak_shift.eq(op.leak)]
-                            m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0)]
+                            m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
+                                         ar_done.eq(0), ar_k.eq(0)]
                             m.next = "ATTN_READ"
                     with m.Default():
                         m.next = "FAIL"
                 abort_check()
 
-            # ---- LINEAR / READOUT: scan token by token into engine events
-            with m.State("SCAN_READ"):
-                # T reads of (token, group, plane); the data of read t arrives a cycle later
-                m.d.comb += [run_cycle.eq(1), post_on.eq(1), lin_write.eq(~is_readout),
-                             act_rd.addr.eq(act_addr(src, token, group, plane, ctr)),
-                             act_rd.en.eq(1)]
-                m.d.sync += ctr.eq(ctr + 1)
-                for t in range(T):
-                    with m.If(ctr == t + 1):
-                        m.d.sync += scan_words[t].eq(act_rd.data)
-                with m.If(ctr == T):
-                    m.d.sync += [ctr.eq(0), scan_lane.eq(0)]
-                    m.next = "SCAN_EMIT"
-                abort_check()
-            with m.State("SCAN_EMIT"):
-                m.d.comb += [run_cycle.eq(1), post_on.eq(1), lin_write.eq(~is_readout)]
-                neg = (src.kind == BufKind.SIGNED_SPIKES) & (plane == 1)
-                live = (event_word != 0) & (chan < src.channels)
-                last_lane = scan_lane == P - 1
-                last_beat = last_lane & (plane == src.planes - 1) & (group == src.cgroups - 1)
-                m.d.comb += [
-                    engine.i.valid.eq(live | last_beat),
-                    engine.i.payload.index.eq(chan),
-                    engine.i.payload.spikes.eq(Mux(live, event_word, 0)),
-                    engine.i.payload.row.eq(row),
-                    engine.i.payload.shift.eq(Mux(src.kind == BufKind.UINT, plane, 0)),
-                    engine.i.payload.negate.eq(neg),
-                    engine.i.payload.last.eq(last_beat),
-                ]
-                with m.If(~(live | last_beat) | engine.i.ready):
-                    m.d.sync += [scan_lane.eq(scan_lane + 1), row.eq(row + op.groups)]
-                    with m.If(last_lane):
-                        m.next = "SCAN_READ"
-                        m.d.sync += row.eq(row_g)           # the next plane: same channels
-                        with m.If(plane == src.planes - 1):
-                            m.d.sync += [plane.eq(0), row_g.eq(row + op.groups),
-                                         row.eq(row + op.groups)]
-                            with m.If(group == src.cgroups - 1):
-                                m.d.sync += [group.eq(0), token.eq(token + 1),
-                                             row_g.eq(op.wbase), row.eq(op.wbase)]
-                                with m.If(token == src.tokens - 1):
-                                    m.next = "OP_WAIT"
-                            with m.Else():
-                                m.d.sync += group.eq(group + 1)
-                        with m.Else():
-                            m.d.sync += plane.eq(plane + 1)
-                abort_check()
-            with m.State("OP_WAIT"):
-                # the engine, the post unit and the writer finish the last token
-                m.d.comb += [run_cycle.eq(1), post_on.eq(1), lin_write.eq(~is_readout)]
+            # ---- LINEAR / READOUT: the reader, emitter, engine, post unit and writer run
+            # concurrently (tokens pipeline through them) until the last LIF beat is written
+            with m.State("LIN_RUN"):
+                m.d.comb += [run_cycle.eq(1), lin_on.eq(1), lin_write.eq(~is_readout)]
                 with m.If(post_error):
                     m.next = "FAIL"
-                with m.Elif(post_done & Mux(is_readout, 1, w_done)):
+                with m.Elif(post_done & ~b_valid & (is_readout | w_done)):
                     m.d.sync += ctr.eq(0)
                     m.next = "OP_NEXT"
                     with m.If(is_readout):
@@ -693,67 +836,26 @@ class Accelerator(wiring.Component):
 
             # ---- ADD: element values of both sources for one (token, group, t)
             with m.State("ADD_READ"):
-                # src0's planes, then src1's; the data of read k arrives a cycle later
-                m.d.comb += run_cycle.eq(1)
-                n0 = src.planes
-                in_first = ctr < n0
-                rd_plane = Mux(in_first, ctr, ctr - n0)[:6]
-                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
-                    in_first, act_addr(src, token, group, rd_plane, tstep),
-                    act_addr(src1, token, group, rd_plane, tstep)))]
-                m.d.sync += ctr.eq(ctr + 1)
-                with m.If(ctr != 0):
-                    prev = (ctr - 1)[:16]
-                    prev_first = prev < n0
-                    prev_plane = Mux(prev_first, prev, prev - n0)[:6]
-                    for lane in range(P):
-                        bit = act_rd.data[lane]
-                        add = Mux(prev_first, plane_value(src, prev_plane, bit),
-                                  plane_value(src1, prev_plane, bit))
-                        m.d.sync += vals[lane].eq(vals[lane] + add)
-                with m.If(ctr == n0 + src1.planes):
-                    m.d.sync += [ctr.eq(0), plane.eq(0)]
-                    m.next = "VAL_CHECK"
+                # the value unit sums both sources' planes word by word into the destination
+                m.d.comb += [run_cycle.eq(1), val_on.eq(1)]
+                with m.If(val_error):
+                    m.next = "FAIL"
+                with m.Elif(val_idle):
+                    m.next = "OP_NEXT"
                 abort_check()
 
             # ---- ATTENTION: rows {q, k, v} of head `head`, timestep-major
             if attn is not None:
-                reads = 3 * Gd
-                rows = Signal(data.ArrayLayout(P, reads))
                 with m.State("ATTN_READ"):
-                    m.d.comb += [run_cycle.eq(1), a_on.eq(1)]
-                    which = ctr >> exact_log2(Gd) if Gd > 1 else ctr
-                    gi = ctr[:exact_log2(Gd)] if Gd > 1 else 0
-                    grp = head * Gd + gi
-                    m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
-                        which == 0, act_addr(src, token, grp, 0, tstep),
-                        Mux(which == 1, act_addr(src1, token, grp, 0, tstep),
-                            act_addr(src2, token, grp, 0, tstep))))]
-                    m.d.sync += ctr.eq(ctr + 1)
-                    for k in range(reads):
-                        with m.If(ctr == k + 1):
-                            m.d.sync += rows[k].eq(act_rd.data)
-                    with m.If(ctr == reads):
-                        m.next = "ATTN_ROW"
-                    abort_check()
-                with m.State("ATTN_ROW"):
-                    m.d.comb += [run_cycle.eq(1), a_on.eq(1), attn.i.valid.eq(1),
-                                 attn.i.payload.q.eq(Cat(rows[k] for k in range(Gd))),
-                                 attn.i.payload.k.eq(Cat(rows[Gd + k] for k in range(Gd))),
-                                 attn.i.payload.v.eq(Cat(rows[2 * Gd + k] for k in range(Gd)))]
-                    with m.If(attn.i.ready):
-                        m.d.sync += [ctr.eq(0), token.eq(token + 1)]
-                        m.next = "ATTN_READ"
-                        with m.If(token == src.tokens - 1):
-                            m.d.sync += [token.eq(0), tstep.eq(tstep + 1)]
-                            with m.If(tstep == T - 1):
-                                m.d.sync += tstep.eq(0)
-                                m.next = "ATTN_WAIT"
+                    m.d.comb += [run_cycle.eq(1), a_on.eq(1), ar_on.eq(1)]
+                    with m.If(ar_idle):
+                        m.next = "ATTN_WAIT"
                     abort_check()
                 with m.State("ATTN_WAIT"):
                     m.d.comb += [run_cycle.eq(1), a_on.eq(1)]
                     with m.If(a_done):
-                        m.d.sync += [a_done.eq(0), head.eq(head + 1)]
+                        m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
+                                     ar_k.eq(0)]
                         m.next = "ATTN_READ"
                         with m.If(head == op.heads - 1):
                             m.next = "OP_NEXT"
@@ -765,8 +867,9 @@ class Accelerator(wiring.Component):
                              sats_total.eq(sats_total + lif_sats + attn_sats),
                              inferences.eq(inferences + 1),
                              ops_total.eq(ops_total + header.n_ops),
-                             events.eq(engine.events), skipped.eq(engine.skipped),
-                             output_size.eq(header.info[4] << 2), state.eq(State.DONE)]
+                             events.eq(engine.events), skipped.eq(scan_skipped),
+                             output_size.eq(header.info[4] << 2), state.eq(State.DONE),
+                             ran.eq(1)]
                 m.next = "IDLE"
 
             # ---- a run stopped: soft-reset the cores, flush the engine, answer BAD_INPUT

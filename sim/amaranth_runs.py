@@ -256,6 +256,9 @@ def run_accelerator(dut, image: bytes, inputs, *, abort_after=None, seed=0):
                 result["runs"].append((error, None, None))
                 continue
             error, cycles = await host.command(ctx, Cmd.RUN)
+            layers = await host.read(ctx, Space.LAYERS, 0, 4 * ctx.get(host.dev.run_ops))
+            result.setdefault("layer_cycles", []).append(
+                np.frombuffer(layers, dtype="<u4").tolist())
             size = ctx.get(host.dev.output_size)
             out = await host.read(ctx, Space.OUTPUT, 0, size)
             result["runs"].append((error, cycles, np.frombuffer(out, dtype="<i4").copy()))

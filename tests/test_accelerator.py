@@ -9,6 +9,7 @@ import functools
 import numpy as np
 import pytest
 
+from spikeforge.golden.accelerator import accelerator_cycles
 from spikeforge.golden.compile import (BufKind, Op, OpDesc, _Builder, compile_pinn,
                                        pinn_input, run_program)
 from spikeforge.golden.host_link import Error, State
@@ -59,6 +60,11 @@ def run_and_compare(prog, inputs, cfg):
     for k, (error, cycles, out) in enumerate(got["runs"]):
         assert error == 0, f"run {k}: error {error}"
         assert out.tolist() == want.output[k].reshape(-1).tolist(), f"run {k} output differs"
+        # the golden ideal bound is a lower bound of every op (LAYERS) and of the whole run
+        ideal = accelerator_cycles(prog, inputs[k], cfg)
+        layers = got["layer_cycles"][k]
+        assert len(layers) == len(prog.ops) and cycles >= ideal["total"]
+        assert all(m >= i for m, i in zip(layers, ideal["ops"])), (layers, ideal["ops"])
     sats = sum(want.sat_counts)
     assert got["counters"]["inferences"] == len(inputs)
     assert got["counters"]["ops_total"] == len(inputs) * len(prog.ops)

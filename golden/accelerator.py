@@ -1,0 +1,93 @@
+"""Golden view of the RTL `Accelerator` (rtl/accelerator.py) beyond its outputs (those are
+`compile.run_program`): the ideal cycle bound of one inference, per op.
+
+`accelerator_cycles(program, x, cfg)` counts the work the architecture cannot avoid, with
+every unit busy at one beat a cycle and no stall, from the golden interpreter's buffers:
+  ENCODE     the int16 input is read from a byte-wide memory: 2 bytes per element.
+  LINEAR /   per token: the source planes are read (cgroups · planes · T words, one a cycle)
+  READOUT    while the engine accumulates every event (a live (channel, plane) pair: its
+             T-bit word is not 0) over the op's unit groups G = ceil(n_out / P), one weight
+             word a cycle: max(reads, events · G). Then the drain, which the engine does not
+             overlap with events: T beats per LIF group (ngroups = neurons / P; READOUT: G),
+             each written through the one write port as the destination's planes (signed
+             spikes: 2). A v0 LOAD pass overlaps the accumulation. Plus PIPELINE_FILL per op.
+  ATTENTION  per head: the AttentionCore's own bound (`attention_core_cycles`), and at least
+             the 3 · T · N · (D / P) row reads that feed it.
+  ADD        per (token, group, t): the source planes are read and the destination planes
+             written through one read and one write port: max(p0 + p1, p_dst).
+The RTL's per-op counters (host LAYERS space) and its total cycles are benched against these
+sums (target: measured <= 1.15 x ideal); the bound holds for any input (tested).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .attention_core import attention_core_cycles
+from .compile import BufKind, Op, Program, run_program
+from .program_loader import AcceleratorConfig, buffer_planes
+
+PIPELINE_FILL = 8    # per LINEAR / READOUT: reader -> emitter -> engine -> post -> LIF
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _plane_bits(values, kind, bits):
+    """[planes, ...] bits of activation `values` of a buffer kind (the RTL's bit planes)."""
+    if kind == BufKind.SPIKES:
+        return (values == 1)[None]
+    if kind == BufKind.SIGNED_SPIKES:
+        return np.stack([values == 1, values == -1])
+    return np.stack([(values >> p) & 1 for p in range(bits)]).astype(bool)
+
+
+def linear_events(values, kind, bits) -> np.ndarray:
+    """Engine events per token of a LINEAR / READOUT source [T, tokens, channels]: the
+    (channel, plane) pairs whose T-bit word is not 0."""
+    planes = _plane_bits(np.asarray(values), kind, bits)      # [planes, T, tokens, C]
+    return planes.any(axis=1).sum(axis=(0, 2))
+
+
+def accelerator_cycles(program: Program, x, cfg: AcceleratorConfig) -> dict:
+    """Ideal cycles of one inference of `program` on input `x` [T, tokens, channels] for the
+    build `cfg`: {"encode": n, "ops": [n per op], "total": n}."""
+    x = np.asarray(x)
+    run = run_program(program, x[None])
+    bufs = {k: v[0] for k, v in run.buffers.items()}
+    T, P = program.timesteps, cfg.lanes
+    ib = program.buffers[program.input_buffer]
+    encode = 2 * T * ib.tokens * ib.channels
+    ops = []
+    for op in program.ops:
+        srcs = [program.buffers[s] for s in op.src]
+        dst = program.buffers[op.dst]
+        if op.op in (Op.LINEAR, Op.READOUT):
+            src = srcs[0]
+            planes = buffer_planes(src.kind, src.bits)
+            reads = _ceil(src.channels, P) * planes * T
+            G = _ceil(op.n_out, P)
+            events = linear_events(bufs[op.src[0]], src.kind, src.bits)
+            if op.op == Op.LINEAR:
+                drain = T * _ceil(op.n_out * op.repeat, P) * buffer_planes(dst.kind, dst.bits)
+            else:
+                drain = T * G
+            ops.append(int(sum(max(reads, int(e) * G) + drain for e in events))
+                       + PIPELINE_FILL)
+        elif op.op == Op.ATTENTION:
+            d = dst.channels // op.heads
+            total = 0
+            for h in range(op.heads):
+                q, k, v = (bufs[s][:, :, h * d:(h + 1) * d] for s in op.src)
+                core = attention_core_cycles(q, k, v, mode=op.mode, block=op.block,
+                                             variant=op.variant, lanes=P)
+                total += max(core, 3 * T * dst.tokens * _ceil(d, P))
+            ops.append(int(total))
+        elif op.op == Op.ADD:
+            p0, p1 = (buffer_planes(s.kind, s.bits) for s in srcs)
+            pd = buffer_planes(dst.kind, dst.bits)
+            ops.append(dst.tokens * _ceil(dst.channels, P) * T * max(p0 + p1, pd))
+        else:
+            raise ValueError(f"op {op.op!r} has no cycle model")
+    return {"encode": encode, "ops": ops, "total": encode + sum(ops)}
