@@ -1,21 +1,31 @@
 """The whole device (rtl/device.py: UART HostLink + Accelerator) in cocotb, driven by the real
 host driver (`AcceleratorLink`) over a simulated UART: the same `run_model` as
 `spikeforge run`. Verilator: refusals, then the shipped spiking PINN bit-identical to the
-golden network. Icarus (slow on a design this size): the refusals only.
-The digits transformers on the device are long runs: `spikeforge run --sim verilator`."""
+golden network on 32 grid points, and one build for the three digits transformers (SSA,
+SDSA, STAtten; 16 lanes) on 20 held-out images each, bit-identical with the golden network:
+the issue's end-to-end proof. Icarus (slow on a design this size): the refusals only.
+Per-op cycles come back through the LAYERS space; each is at least the golden ideal bound."""
 
+import numpy as np
 import pytest
 
+from spikeforge.golden.accelerator import accelerator_cycles
 from spikeforge.golden.compile import compile_pinn
 from spikeforge.golden.host_link import State
 from spikeforge.golden.pinn import convert, load_weights
+from spikeforge.golden.program_loader import AcceleratorConfig
 from spikeforge.rtl.device import Device, device_params
+from spikeforge.sim.link_jobs import prepare_model
 from spikeforge.sim.link_runner import run_link_job
 
 pytestmark = pytest.mark.cocotb
 
 DIVISOR = 4          # UART bit time in clock cycles (HostLink's minimum: fastest simulation)
 PINN_T = 16
+PINN_POINTS = 32
+DIGITS = ("digits-ssa", "digits-sdsa", "digits-statten")
+DIGITS_IMAGES = 20
+DIGITS_LANES = 16
 REFUSALS = [
     {"job": "ping"},
     {"job": "command", "args": {"cmd": "RUN"}, "catch": True},
@@ -26,12 +36,25 @@ REFUSALS = [
 ]
 
 
-def device_job(sim, steps):
-    program = compile_pinn(convert(load_weights("sin"), PINN_T, integer=True))
-    summary, _ = run_link_job(Device, device_params(program, divisor=DIVISOR),
+def device_job(sim, steps, programs=None, lanes=4):
+    programs = programs or [compile_pinn(convert(load_weights("sin"), PINN_T, integer=True))]
+    summary, _ = run_link_job(Device, device_params(*programs, divisor=DIVISOR, lanes=lanes),
                               toplevel="device", sim=sim, job="spikeforge.sim.link_jobs:sequence",
                               args={"steps": steps}, divisor=DIVISOR, timeout_cycles=2_000_000)
     return summary["steps"]
+
+
+def check_model_run(run, count, prepared, lanes):
+    """Bit-identical, counters and status consistent, per-op cycles >= the ideal bound."""
+    assert run["bit_identical_to_golden"] and run["mismatched_inferences"] == []
+    assert run["inferences"] == count and run["counters"]["inferences"] == count
+    assert run["status"]["state"] == "DONE"
+    assert run["perf"]["cycles"] > 0 and run["perf"]["events"] > 0
+    layers = run["layer_cycles"]
+    assert len(layers) == len(prepared.program.ops) and sum(layers) < run["perf"]["cycles"]
+    cfg = AcceleratorConfig.for_programs(prepared.program, lanes=lanes)
+    ideal = accelerator_cycles(prepared.program, prepared.inputs[-1], cfg)
+    assert all(got >= bound for got, bound in zip(layers, ideal["ops"])), (layers, ideal)
 
 
 def check_refusals(steps):
@@ -45,13 +68,23 @@ def check_refusals(steps):
 
 def test_device_verilator_refusals_then_pinn_bit_identical():
     steps = device_job("verilator", REFUSALS + [
-        {"job": "run_model", "args": {"model": "pinn-sin", "count": 3, "timesteps": PINN_T}}])
+        {"job": "run_model", "args": {"model": "pinn-sin", "count": PINN_POINTS,
+                                      "timesteps": PINN_T}}])
     check_refusals(steps[:5])
-    run = steps[5]
-    assert run["bit_identical_to_golden"] and run["mismatched_inferences"] == []
-    assert run["inferences"] == 3 and run["counters"]["inferences"] == 3
-    assert run["status"]["state"] == "DONE"
-    assert run["perf"]["cycles"] > 0 and run["perf"]["events"] > 0
+    check_model_run(steps[5], PINN_POINTS, prepare_model("pinn-sin", PINN_POINTS, PINN_T), 4)
+    assert steps[5]["max_abs_error_vs_analytic"] < 0.02
+
+
+def test_device_verilator_digits_every_attention_bit_identical():
+    prepared = [prepare_model(m, DIGITS_IMAGES) for m in DIGITS]
+    steps = device_job("verilator", [
+        {"job": "run_model", "args": {"model": m, "count": DIGITS_IMAGES}} for m in DIGITS],
+        programs=[p.program for p in prepared], lanes=DIGITS_LANES)
+    for run, prep in zip(steps, prepared):
+        check_model_run(run, DIGITS_IMAGES, prep, DIGITS_LANES)
+        want = np.asarray(prep.golden).argmax(axis=1)
+        assert run["predictions"] == " ".join(map(str, want))     # the golden's predictions
+        assert run["accuracy"] >= 0.8
 
 
 def test_device_icarus_refusals():
