@@ -10,7 +10,7 @@ DEPS_STAMP := $(VENV)/.deps-stamp
 .PHONY: help setup demo test test-fast bench synth synth-core synth-accel report train train-pinn clean iverilog
 
 help:
-	@echo "make demo   - golden model vs Verilator RTL, then an iCEBreaker bitstream + report"
+	@echo "make demo   - digits transformers + PINN on the Verilator accelerator vs golden, then the ULX3S bitstream + report"
 	@echo "make test   - the whole test suite (unit, cocotb on Verilator + Icarus, board smoke build)"
 	@echo "make bench  - benchmarks (Fmax/utilization, cycles) -> build/reports/bench.{md,json}"
 	@echo "make synth BOARD=icebreaker   - bitstream + build/reports/synth-<board>.json"

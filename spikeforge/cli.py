@@ -1,6 +1,9 @@
 """`spikeforge` command line: the programmatic front door that the Makefile calls.
 
-    spikeforge demo   [--no-synth]            golden vs RTL on a generated layer, then a board build
+    spikeforge demo   [--images N] [--points N] [--board B] [--no-synth]
+                                              digits transformers + PINN on the simulated
+                                              accelerator vs golden, then the board build
+    spikeforge lif-demo [--no-synth]          one LIF layer golden vs RTL, then a board build
     spikeforge sim    [--simulator S] ...     one LIF layer on Verilator or Icarus vs golden
     spikeforge synth  --board B [--target-mhz F] [--core C | --accelerator digits|pinn [--lanes N]]
     spikeforge report [--no-golden]           golden report (accuracy, PINN errors, plots) and
@@ -95,6 +98,15 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """The main job (spikeforge/demo.py): shipped digits transformers and PINN on the
+    Verilator-simulated accelerator through the host driver, then the board build."""
+    from .demo import run_demo
+    result = run_demo(images=args.images, points=args.points, board=args.board,
+                      synth=not args.no_synth, sim=args.simulator, progress=progress)
+    return 0 if result["ok"] else 1
+
+
+def cmd_lif_demo(args) -> int:
     t0 = time.monotonic()
     res = run_layer(args)
     if not args.no_synth:
@@ -157,11 +169,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="probability of an output not-ready cycle")
         sp.add_argument("--seed", type=int, default=1)
 
-    sp = sub.add_parser("demo", help="golden vs RTL, then a board build")
+    sp = sub.add_parser("demo", help="digits transformers and PINN on the simulated "
+                                     "accelerator vs golden, then the board build")
+    sp.add_argument("--images", type=int, default=20, help="held-out digits per transformer")
+    sp.add_argument("--points", type=int, default=32, help="PINN grid points")
+    sp.add_argument("--board", default="ulx3s", help="board of the digits accelerator build")
+    sp.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    sp.add_argument("--no-synth", action="store_true", help="skip the bitstream build")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("lif-demo", help="one LIF layer golden vs RTL, then a board build")
     layer_args(sp, pause_prob=0.0)  # no pauses: the cycle count is the core's own
     sp.add_argument("--board", default="icebreaker")
     sp.add_argument("--no-synth", action="store_true", help="skip the bitstream build")
-    sp.set_defaults(func=cmd_demo)
+    sp.set_defaults(func=cmd_lif_demo)
 
     sp = sub.add_parser("sim", help="run one LIF layer on a simulator against golden")
     layer_args(sp, pause_prob=0.1)

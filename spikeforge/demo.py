@@ -1,0 +1,141 @@
+"""`make demo` / `spikeforge demo`: the product's main job end to end.
+
+1. Compile the shipped digits transformers (SSA, SDSA, STAtten) and the spiking PINN.
+2. Run them on the Verilator-simulated accelerator (rtl/device.py) through the UART host link
+   and the real driver: one build for the three transformers, one for the PINN. Every
+   output is compared with the golden network (bit-identical or the demo fails).
+3. Cycles per inference (the device's PERF counter) next to the golden ideal bound
+   (golden/accelerator.py), and inferences/s at the board's reported Fmax.
+4. The board bitstream of the digits accelerator and its report (boards/accelerator_top.py).
+A summary table at the end; `--no-synth` skips step 4 (then inferences/s use the last
+report found in build/reports, or the target clock, and say which).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+DIGITS = ("digits-ssa", "digits-sdsa", "digits-statten")
+DIGITS_LANES = 16          # the throughput build (docs/accelerator.md)
+PINN_LANES = 4
+DIVISOR = 4                # UART bit time in simulated clock cycles (fastest simulation)
+REPORTS = Path("build/reports")
+
+
+def _bar(done: int, total: int, width: int = 30) -> str:
+    filled = int(width * done / max(1, total))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
+
+
+def _progress_lines(progress):
+    """The simulation's progress lines, with a bar for "k/n inferences"."""
+    def show(line: str) -> None:
+        m = re.match(r"(\d+)/(\d+) inferences", line)
+        progress(f"  {_bar(int(m.group(1)), int(m.group(2)))} inferences" if m else f"  {line}")
+    return show
+
+
+def _simulate(programs, steps, lanes, progress, sim):
+    from .rtl.device import Device, device_params
+    from .sim.link_runner import run_link_job
+    params = device_params(*programs, divisor=DIVISOR, lanes=lanes)
+    summary, _ = run_link_job(Device, params, toplevel="device", sim=sim,
+                              job="spikeforge.sim.link_jobs:sequence", args={"steps": steps},
+                              divisor=DIVISOR, timeout_cycles=2_000_000,
+                              progress=_progress_lines(progress))
+    return summary["steps"]
+
+
+def _row(run, prepared, lanes):
+    """One summary row: device vs golden, cycles vs the ideal bound."""
+    from .golden.accelerator import accelerator_cycles
+    from .golden.pinn import rel_l2
+    from .golden.program_loader import AcceleratorConfig
+    cfg = AcceleratorConfig.for_programs(prepared.program, lanes=lanes)
+    ideal = accelerator_cycles(prepared.program, prepared.inputs[-1], cfg)["total"]
+    row = {"model": prepared.model, "inferences": run["inferences"],
+           "bit_identical": run["bit_identical_to_golden"], "lanes": lanes,
+           "cycles": run["perf"]["cycles"], "ideal_cycles": ideal,
+           "cycles_vs_ideal": round(run["perf"]["cycles"] / ideal, 3),
+           "layer_cycles": run["layer_cycles"]}
+    if prepared.family == "digits":
+        golden_pred = np.asarray(prepared.golden).argmax(axis=1)
+        row["quality"] = f"accuracy {run['accuracy']:.3f}"
+        row["golden_quality"] = f"accuracy {np.mean(golden_pred == prepared.labels):.3f}"
+    else:
+        u = np.asarray(prepared.golden)[:, 0] * prepared.readout_scale
+        row["quality"] = f"rel L2 {run['rel_l2_vs_analytic']:.2e}"
+        row["golden_quality"] = f"rel L2 {rel_l2(u, prepared.exact):.2e}"
+    return row
+
+
+def _board_report(board, lanes, synth, progress):
+    """The digits accelerator's board report: built now, or the last one on disk."""
+    path = REPORTS / f"synth-accelerator-{board}.json"
+    if synth:
+        from .boards.accelerator_top import synth_accelerator
+        progress(f"building the {board} bitstream of the digits accelerator "
+                 f"({DIGITS_LANES} lanes; place and route takes minutes)")
+        return synth_accelerator(board, models=DIGITS, lanes=lanes, progress=progress), "built now"
+    if path.is_file():
+        return json.loads(path.read_text()), f"from {path}"
+    return None, "no board report"
+
+
+def format_table(rows: list[dict], fmax: float | None, fmax_note: str) -> str:
+    head = ("model", "n", "device", "golden", "bit-identical", "cycles/inf", "vs ideal",
+            "inf/s")
+    body = []
+    for r in rows:
+        rate = f"{fmax * 1e6 / r['cycles']:,.0f}" if fmax else "n/a"
+        body.append((r["model"], str(r["inferences"]), r["quality"], r["golden_quality"],
+                     "yes" if r["bit_identical"] else "NO", f"{r['cycles']:,}",
+                     f"{r['cycles_vs_ideal']:.2f}x", rate))
+    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+    line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    clock = f"inf/s at {fmax:.1f} MHz ({fmax_note}); host link excluded" if fmax else fmax_note
+    return "\n".join([line, fmt(head), line, *map(fmt, body), line, clock])
+
+
+def run_demo(images: int = 20, points: int = 32, board: str = "ulx3s", synth: bool = True,
+             sim: str = "verilator", progress=print) -> dict:
+    from .sim.link_jobs import prepare_model
+    if images < 1 or points < 2:
+        raise ValueError(f"need images >= 1 and points >= 2, got {images}, {points}")
+    t0 = time.monotonic()
+    progress(f"compiling {', '.join(DIGITS)} and pinn-sin")
+    digits = [prepare_model(m, images) for m in DIGITS]
+    pinn = prepare_model("pinn-sin", points)
+    progress(f"digits transformers on the {sim} accelerator ({DIGITS_LANES} lanes), "
+             f"{images} held-out images each, through the UART host link")
+    runs = _simulate([p.program for p in digits],
+                     [{"job": "run_model", "args": {"model": p.model, "count": images}}
+                      for p in digits], DIGITS_LANES, progress, sim)
+    rows = [_row(r, p, DIGITS_LANES) for r, p in zip(runs, digits)]
+    progress(f"spiking PINN on the {sim} accelerator ({PINN_LANES} lanes), {points} points")
+    run, = _simulate([pinn.program], [{"job": "run_model",
+                                       "args": {"model": "pinn-sin", "count": points}}],
+                     PINN_LANES, progress, sim)
+    rows.append(_row(run, pinn, PINN_LANES))
+    report, note = _board_report(board, DIGITS_LANES, synth, progress)
+    if report is not None:
+        from .boards.flow import format_report_table
+        print(format_report_table(report))
+    fmax = report["fmax_mhz"] if report else None
+    if report is not None:
+        note = f"{board} Fmax, {note}"
+    # the PINN row's rate is at the digits board's clock: its own board is the iCEBreaker
+    print(format_table(rows, fmax, note))
+    result = {"rows": rows, "fmax_mhz": fmax, "fmax_source": note,
+              "seconds": round(time.monotonic() - t0, 1)}
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    (REPORTS / "demo.json").write_text(json.dumps(result, indent=1))
+    progress(f"demo finished in {result['seconds']:.0f} s; wrote {REPORTS / 'demo.json'}")
+    result["ok"] = all(r["bit_identical"] for r in rows)
+    return result

@@ -1,0 +1,48 @@
+"""The demo's pieces that run without a simulator (spikeforge/demo.py): the summary table,
+the progress bars, argument checks. The simulated runs it makes are the ones
+tests/test_device_cocotb.py proves."""
+
+import pytest
+
+from spikeforge.demo import _bar, _progress_lines, format_table, run_demo
+
+
+def test_bar_fills_in_proportion():
+    assert _bar(0, 10, width=10) == "[..........] 0/10"
+    assert _bar(5, 10, width=10) == "[#####.....] 5/10"
+    assert _bar(10, 10, width=10) == "[##########] 10/10"
+
+
+def test_progress_lines_draw_bars_for_inference_counts():
+    seen = []
+    show = _progress_lines(seen.append)
+    show("4/20 inferences")
+    show("loaded digits-ssa: 11 ops")
+    assert seen[0].endswith("inferences") and "4/20" in seen[0] and "#" in seen[0]
+    assert seen[1] == "  loaded digits-ssa: 11 ops"
+
+
+ROW = {"model": "digits-ssa", "inferences": 20, "quality": "accuracy 0.950",
+       "golden_quality": "accuracy 0.950", "bit_identical": True, "cycles": 10_000,
+       "cycles_vs_ideal": 1.09}
+
+
+def test_table_rates_at_fmax():
+    text = format_table([ROW, {**ROW, "model": "pinn-sin", "bit_identical": False}],
+                        120.0, "ulx3s Fmax")
+    lines = text.splitlines()
+    assert "12,000" in lines[3]               # 120 MHz / 10,000 cycles
+    assert "NO" in lines[4] and "1.09x" in lines[3]
+    assert "120.0 MHz" in lines[-1]
+
+
+def test_table_without_a_clock_says_so():
+    text = format_table([ROW], None, "no board report")
+    assert "n/a" in text and text.splitlines()[-1] == "no board report"
+
+
+def test_bad_counts_are_refused():
+    with pytest.raises(ValueError):
+        run_demo(images=0, synth=False)
+    with pytest.raises(ValueError):
+        run_demo(points=1, synth=False)
