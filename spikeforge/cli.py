@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
     sp.add_argument("--divisor", type=int, default=8,
                     help="--sim verilator|icarus: clock cycles per UART bit")
+    sp.add_argument("--lanes", type=int, default=4,
+                    help="--sim verilator|icarus: accelerator lanes (power of two; the digits "
+                         "throughput build uses 16)")
     sp.add_argument("--timeout-cycles", type=int, default=500_000,
                     help="--sim verilator|icarus: simulated cycles of silence before a reply "
                          "times out (longer than the slowest RUN)")
@@ -268,7 +271,7 @@ def _run_on_rtl(args):
 
     progress(f"compiling {args.model} for the device top")
     run = prepare_model(args.model, args.count, args.timesteps)
-    params = device_params(run.program, divisor=args.divisor)
+    params = device_params(run.program, divisor=args.divisor, lanes=args.lanes)
     where = f"the RTL accelerator on {args.sim}"
     t0 = time.monotonic()
     try:
