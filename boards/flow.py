@@ -227,7 +227,16 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
     try:
         platform.build(top, name=name, build_dir=str(out_dir), do_program=False, **opts)
     except subprocess.CalledProcessError as err:
-        raise BuildFailed(board, out_dir, name) from err
+        failed = BuildFailed(board, out_dir, name)
+        # A design that does not fit still gets its report: what Yosys mapped, why it failed.
+        reports = Path(build_dir, "reports")
+        reports.mkdir(parents=True, exist_ok=True)
+        (reports / f"synth-{report_name}.json").write_text(json.dumps(
+            {"board": board, "device": spec.device, "family": spec.family,
+             "target_mhz": target, "fit": False, **failed.summary,
+             "elapsed_s": round(time.monotonic() - t0, 1), "top": type(top).__name__,
+             "git": commit, **(extra or {})}, indent=1))
+        raise failed from err
     elapsed = time.monotonic() - t0
     bitstream = next((out_dir / f"{name}.{ext}" for ext in ("bin", "bit", "fs")
                       if (out_dir / f"{name}.{ext}").is_file()), None)
@@ -235,7 +244,7 @@ def synth_board(board: str, top=None, target_mhz: float | None = None, build_dir
         raise RuntimeError(f"{board}: the build produced no bitstream in {out_dir}")
     synth_log = (out_dir / f"{name}.rpt").read_text()
     result = {"board": board, "device": spec.device, "family": spec.family,
-              "target_mhz": target,
+              "target_mhz": target, "fit": True,
               **parse_nextpnr_report(json.loads(report_path.read_text()), spec.family),
               "ffs": count_flip_flops(synth_log), "tools": tool_versions(spec, synth_log),
               "bitstream": str(bitstream), "bitstream_bytes": bitstream.stat().st_size,
