@@ -31,7 +31,7 @@ BAD_INPUT, as the golden device does; so does `abort`. Stopping soft-resets the 
 flushes the engine's accumulators, so the next run is exact.
 """
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -194,8 +194,21 @@ class Accelerator(wiring.Component):
         tstep = Signal(range(T + 1))
         ctr = Signal(16)
 
-        def act_addr(buf, tok, grp, pln, t):
-            return ((buf.base + (tok * buf.cgroups + grp) * buf.planes + pln) * T + t)
+        # Activation addresses without run-time multiplies (they were the critical path):
+        # per buffer, registered while the buffers are set (they change only between ops),
+        # the address of its word 0, of a channel group (planes·T words) and of a token
+        # (cgroups·planes·T); the walkers below add them up as they advance.
+        addr_shape = unsigned(max(1, ceil_log2(cfg.act_words * T + 1)))
+        base_t, grp_step, tok_step = ([Signal(addr_shape, name=f"{n}_{b}") for b in
+                                       ("src0", "src1", "src2", "dst")]
+                                      for n in ("base_t", "grp_step", "tok_step"))
+        tok_words = [Signal(addr_shape, name=f"tok_words_{k}") for k in range(4)]
+        for k, b in enumerate(bufs):
+            m.d.sync += [base_t[k].eq(b.base * T), grp_step[k].eq(b.planes * T),
+                         tok_words[k].eq(b.cgroups * b.planes), tok_step[k].eq(tok_words[k] * T)]
+
+        def plane_t(pln, t):
+            return pln * T + t          # T is a build constant: shifts and adds
 
         def lane_mask(buf, grp):
             """The lanes of channel group `grp` that are real channels (padding stays 0)."""
@@ -233,11 +246,18 @@ class Accelerator(wiring.Component):
         rd_k = Signal(8)                 # ... of read k of its word
         rd_done = Signal()               # every read of the op issued
         held = Signal()                  # `vals` is a complete word the writer has not taken
-        h_tok, h_grp, h_t = Signal(16), Signal(16), Signal(range(T + 1))
+        h_t = Signal(range(T + 1))
         pw_full = Signal()
         pw_vals = Signal(data.ArrayLayout(VALUE, P))
         pw_pln = Signal(6)
-        pw_tok, pw_grp, pw_t = Signal(16), Signal(16), Signal(range(T + 1))
+        pw_t = Signal(range(T + 1))
+        # the (token, group) offset of the word: src, src1 (reader) and dst; ENCODE's input
+        # element of (token, group, t) = enc_t + enc_grp + lane
+        rd_off = [Signal(addr_shape, name=f"rd_off{k}") for k in range(3)]
+        h_off, pw_off = Signal(addr_shape), Signal(addr_shape)
+        in_tc = Signal(range(self.input_bytes + 1))     # input tokens · channels (LOAD)
+        enc_t, enc_grp, enc_tok = (Signal(range(self.input_bytes + 1), name=n)
+                                   for n in ("enc_t", "enc_grp", "enc_tok"))
         val_lo, val_hi = Signal(VALUE), Signal(VALUE)
         with m.Switch(dst.kind):
             with m.Case(BufKind.SPIKES):
@@ -277,14 +297,14 @@ class Accelerator(wiring.Component):
             m.d.sync += held.eq(1)
         with m.If(val_on & pw_full):
             m.d.comb += [act_wr.en.eq(1),
-                         act_wr.addr.eq(act_addr(dst, pw_tok, pw_grp, pw_pln, pw_t)),
+                         act_wr.addr.eq(base_t[3] + pw_off + plane_t(pw_pln, pw_t)),
                          act_wr.data.eq(plane_bits(dst, pw_pln, pw_vals))]
             m.d.sync += pw_pln.eq(pw_pln + 1)
             with m.If(pw_pln == dst.planes - 1):
                 m.d.sync += [pw_full.eq(0), pw_pln.eq(0)]
         with m.If(accept):
-            m.d.sync += [pw_full.eq(1), pw_vals.eq(word), pw_pln.eq(0), pw_tok.eq(h_tok),
-                         pw_grp.eq(h_grp), pw_t.eq(h_t), vals.eq(0), held.eq(0)]
+            m.d.sync += [pw_full.eq(1), pw_vals.eq(word), pw_pln.eq(0), pw_off.eq(h_off),
+                         pw_t.eq(h_t), vals.eq(0), held.eq(0)]
 
         # the reader: a word's first read waits until the previous word is taken
         rd_issue = val_on & ~rd_done & ((ctr != 0) | (~held & (~completing | accept)))
@@ -292,23 +312,27 @@ class Accelerator(wiring.Component):
         m.d.sync += [rd_valid.eq(rd_issue), rd_last.eq(rd_issue & rd_word_last), rd_k.eq(ctr)]
         with m.If(rd_issue):
             with m.If(encoding):
-                element = (tstep * dst.tokens + token) * dst.channels + group * P + (ctr >> 1)
-                m.d.comb += in_rd.addr.eq(Cat(ctr[0], element))
+                m.d.comb += in_rd.addr.eq(Cat(ctr[0], enc_t + enc_grp + (ctr >> 1)))
             with m.Else():
                 rd_first = ctr < n0
                 rd_plane = Mux(rd_first, ctr, ctr - n0)[:6]
                 m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
-                    rd_first, act_addr(src, token, group, rd_plane, tstep),
-                    act_addr(src1, token, group, rd_plane, tstep)))]
+                    rd_first, base_t[0] + rd_off[0], base_t[1] + rd_off[1]) +
+                    plane_t(rd_plane, tstep))]
             m.d.sync += ctr.eq(ctr + 1)
             with m.If(rd_word_last):
                 # t fastest, then groups, then tokens
-                m.d.sync += [ctr.eq(0), h_tok.eq(token), h_grp.eq(group), h_t.eq(tstep),
-                             tstep.eq(tstep + 1)]
+                m.d.sync += [ctr.eq(0), h_off.eq(rd_off[2]), h_t.eq(tstep),
+                             tstep.eq(tstep + 1), enc_t.eq(enc_t + in_tc)]
                 with m.If(tstep == T - 1):
-                    m.d.sync += [tstep.eq(0), group.eq(group + 1)]
+                    m.d.sync += [tstep.eq(0), group.eq(group + 1), enc_t.eq(0),
+                                 enc_grp.eq(enc_grp + P)]
+                    m.d.sync += [rd_off[k].eq(rd_off[k] + grp_step[k if k < 2 else 3])
+                                 for k in range(3)]
                     with m.If(group == dst.cgroups - 1):
-                        m.d.sync += [group.eq(0), token.eq(token + 1)]
+                        m.d.sync += [group.eq(0), token.eq(token + 1),
+                                     enc_tok.eq(enc_tok + dst.channels),
+                                     enc_grp.eq(enc_tok + dst.channels)]
                         with m.If(token == dst.tokens - 1):
                             m.d.sync += rd_done.eq(1)
         val_idle = rd_done & ~rd_valid & ~held & ~pw_full
@@ -538,6 +562,7 @@ class Accelerator(wiring.Component):
         w_tok = Signal(16)
         w_t = Signal(range(T + 1))
         w_g = Signal(16)
+        w_tok_off, w_g_off = Signal(addr_shape), Signal(addr_shape)
         w_second = Signal()              # signed spikes: the -1 plane
         w_done = Signal()
         lin_write = Signal()             # LINEAR running: the writer owns act_wr
@@ -552,18 +577,21 @@ class Accelerator(wiring.Component):
                 m.d.comb += lif.o.ready.eq(1)
             with m.Elif(lif.o.valid):
                 m.d.comb += [act_wr.en.eq(1),
-                             act_wr.addr.eq(act_addr(dst, w_tok, w_g, w_second, w_t)),
+                             act_wr.addr.eq(base_t[3] + w_tok_off + w_g_off +
+                                            plane_t(w_second, w_t)),
                              act_wr.data.eq(Mux(w_second, neg_bits, pos_bits) &
                                             lane_mask(dst, w_g))]
                 with m.If(signed_dst & ~w_second):
                     m.d.sync += w_second.eq(1)
                 with m.Else():
                     m.d.comb += lif.o.ready.eq(1)
-                    m.d.sync += [w_second.eq(0), w_g.eq(w_g + 1)]
+                    m.d.sync += [w_second.eq(0), w_g.eq(w_g + 1),
+                                 w_g_off.eq(w_g_off + grp_step[3])]
                     with m.If(w_g == dst.cgroups - 1):
-                        m.d.sync += [w_g.eq(0), w_t.eq(w_t + 1)]
+                        m.d.sync += [w_g.eq(0), w_g_off.eq(0), w_t.eq(w_t + 1)]
                         with m.If(w_t == T - 1):
-                            m.d.sync += [w_t.eq(0), w_tok.eq(w_tok + 1)]
+                            m.d.sync += [w_t.eq(0), w_tok.eq(w_tok + 1),
+                                         w_tok_off.eq(w_tok_off + tok_step[3])]
                             with m.If(w_tok == dst.tokens - 1):
                                 m.d.sync += w_done.eq(1)
 
@@ -573,6 +601,8 @@ class Accelerator(wiring.Component):
         a_idx = Signal(16)
         a_done = Signal()
         head = Signal(8)
+        head_off = Signal(addr_shape)    # head · (D / P) · T
+        aw_tok_off, ar_tok_off = Signal(addr_shape), Signal(addr_shape)
         if attn is not None:
             Gd = cfg.attn_dim // P
             N = cfg.attn_tokens
@@ -581,15 +611,17 @@ class Accelerator(wiring.Component):
                 m.d.comb += attn.o.ready.eq(1)
                 with m.If(attn.o.valid & (attn.o.payload.kind.as_value() == final_kind)):
                     index = attn.o.payload.index
-                    a_token = index >> exact_log2(Gd)
-                    a_group = head * Gd + index[:exact_log2(Gd)] if Gd > 1 else head
+                    g_in_head = index[:exact_log2(Gd)] if Gd > 1 else 0
                     m.d.comb += [act_wr.en.eq(1),
-                                 act_wr.addr.eq(act_addr(dst, a_token, a_group, 0, a_t)),
+                                 act_wr.addr.eq(base_t[3] + aw_tok_off + head_off +
+                                                plane_t(g_in_head, a_t)),
                                  act_wr.data.eq(Cat(attn.o.payload.spikes[lane]
                                                     for lane in range(P)))]
                     m.d.sync += a_idx.eq(a_idx + 1)
+                    with m.If(g_in_head == Gd - 1):
+                        m.d.sync += aw_tok_off.eq(aw_tok_off + tok_step[3])
                     with m.If(a_idx == N * Gd - 1):
-                        m.d.sync += [a_idx.eq(0), a_t.eq(a_t + 1)]
+                        m.d.sync += [a_idx.eq(0), a_t.eq(a_t + 1), aw_tok_off.eq(0)]
                         with m.If(a_t == T - 1):
                             m.d.sync += [a_t.eq(0), a_done.eq(1)]
 
@@ -608,17 +640,17 @@ class Accelerator(wiring.Component):
             ar_last = ar_got & (ar_got_k == reads - 1)
             ar_issue = ar_on & ~ar_done & ~rows_full & ~(ar_last & ~out_free)
             which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
-            grp = head * Gd + (ar_k[:exact_log2(Gd)] if Gd > 1 else 0)
+            gi = ar_k[:exact_log2(Gd)] if Gd > 1 else 0
             with m.If(ar_issue):
-                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
-                    which == 0, act_addr(src, token, grp, 0, tstep),
-                    Mux(which == 1, act_addr(src1, token, grp, 0, tstep),
-                        act_addr(src2, token, grp, 0, tstep))))]
+                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(
+                    Mux(which == 0, base_t[0], Mux(which == 1, base_t[1], base_t[2])) +
+                    ar_tok_off + head_off + plane_t(gi, tstep))]
                 m.d.sync += ar_k.eq(ar_k + 1)
                 with m.If(ar_k == reads - 1):
-                    m.d.sync += [ar_k.eq(0), token.eq(token + 1)]
+                    m.d.sync += [ar_k.eq(0), token.eq(token + 1),
+                                 ar_tok_off.eq(ar_tok_off + tok_step[0])]
                     with m.If(token == src.tokens - 1):
-                        m.d.sync += [token.eq(0), tstep.eq(tstep + 1)]
+                        m.d.sync += [token.eq(0), tstep.eq(tstep + 1), ar_tok_off.eq(0)]
                         with m.If(tstep == T - 1):
                             m.d.sync += [tstep.eq(0), ar_done.eq(1)]
             m.d.sync += [ar_got.eq(ar_issue), ar_got_k.eq(ar_k)]
@@ -691,7 +723,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += state.eq(State.ERROR)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [ctr.eq(0), input_size.eq(0), output_size.eq(0),
+                        m.d.sync += [ctr.eq(0), input_size.eq(0), output_size.eq(0), in_tc.eq(0),
                                      ran.eq(0), layers_size.eq(header.n_ops << 2)]
                         m.next = "LOAD_SIZES"
             with m.State("LOAD_SIZES"):
@@ -702,7 +734,8 @@ class Accelerator(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [ctr.eq(ctr + 1),
-                                 input_size.eq(input_size + header.info[2] * (2 * T))]
+                                 input_size.eq(input_size + header.info[2] * (2 * T)),
+                                 in_tc.eq(in_tc + header.info[2])]
 
             with m.State("CLEAR_INPUT"):
                 # RESET: zero the input memory, drop the output, clear the status
@@ -722,7 +755,8 @@ class Accelerator(wiring.Component):
             with m.State("ENC_BUF"):
                 m.d.comb += run_cycle.eq(1)
                 m.d.sync += [dst.eq(buf_rd.data), token.eq(0), group.eq(0), tstep.eq(0),
-                             ctr.eq(0), rd_done.eq(0)]
+                             ctr.eq(0), rd_done.eq(0), enc_t.eq(0), enc_grp.eq(0),
+                             enc_tok.eq(0), rd_off[2].eq(0)]
                 m.next = "ENC_READ"
                 abort_check()
             with m.State("ENC_READ"):
@@ -778,7 +812,8 @@ class Accelerator(wiring.Component):
                             p_loading.eq((op.op == Op.LINEAR) & (op.v0 != 0)),
                             post_done.eq(0), is_readout.eq(op.op == Op.READOUT),
                             w_tok.eq(0), w_t.eq(0), w_g.eq(0), w_second.eq(0),
-                            w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.groups)]
+                            w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.groups),
+                            w_tok_off.eq(0), w_g_off.eq(0)]
                         m.d.comb += [lif.cfg.we.eq(op.op == Op.LINEAR),
                                      lif.cfg.theta.eq(op.theta),
                                      lif.cfg.leak_en.eq(op.leak != 255),
@@ -788,7 +823,7 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.next = "LIN_RUN"
                     with m.Case(Op.ADD):
-                        m.d.sync += [rd_done.eq(0), ctr.eq(0)]
+                        m.d.sync += [rd_done.eq(0), ctr.eq(0)] + [r.eq(0) for r in rd_off]
                         m.next = "ADD_READ"
                     if attn is not None:
                         with m.Case(Op.ATTENTION):
@@ -801,7 +836,8 @@ class Accelerator(wiring.Component):
                                          attn.lif_cfg.leak_en.eq(op.leak != 255),
                                          attn.lif_cfg.leak_shift.eq(op.leak)]
                             m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
-                                         ar_done.eq(0), ar_k.eq(0)]
+                                         ar_done.eq(0), ar_k.eq(0), head_off.eq(0),
+                                         aw_tok_off.eq(0), ar_tok_off.eq(0)]
                             m.next = "ATTN_READ"
                     with m.Default():
                         m.next = "FAIL"
@@ -855,7 +891,7 @@ class Accelerator(wiring.Component):
                     m.d.comb += [run_cycle.eq(1), a_on.eq(1)]
                     with m.If(a_done):
                         m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
-                                     ar_k.eq(0)]
+                                     ar_k.eq(0), head_off.eq(head_off + Gd * T)]
                         m.next = "ATTN_READ"
                         with m.If(head == op.heads - 1):
                             m.next = "OP_NEXT"

@@ -6,6 +6,9 @@ Writes build/reports/bench.json and bench.md:
   speed-up of 90 % sparse input over dense input;
 - AttentionCore busy cycles vs the ideal bound of golden `attention_core_cycles` for every
   mode and order, by spike sparsity;
+- the whole Accelerator on the shipped networks: cycles per inference and per op vs the
+  ideal bound of golden `accelerator_cycles` (target: total <= 1.15x), inferences/s at the
+  board's Fmax when its accelerator report exists;
 - Fmax and utilization of the LIFArray built-in self test on each board that builds.
 """
 
@@ -123,6 +126,49 @@ def bench_attention(n=8, d=16, timesteps=4, lanes=4, sparsities=(0.0, 0.5, 0.9, 
             "max_ratio": max(r["ratio"] for r in rows)}
 
 
+# (model, lanes): the digits transformers' throughput build and the PINN's small one
+ACCEL_RUNS = (("digits-ssa", 16), ("digits-sdsa", 16), ("digits-statten", 16), ("pinn-sin", 4))
+
+
+def bench_accelerator(runs=ACCEL_RUNS, progress=print) -> dict:
+    """Each shipped network, one held-out input, on the RTL Accelerator (Amaranth simulator;
+    the UART and the driver are proven separately): output bit-exact with golden, cycles
+    per op (LAYERS) and per inference vs the golden ideal bound."""
+    from .golden.accelerator import accelerator_cycles
+    from .golden.compile import run_program
+    from .golden.program_loader import AcceleratorConfig
+    from .rtl.accelerator import Accelerator
+    from .sim.amaranth_runs import run_accelerator
+    from .sim.link_jobs import prepare_model
+    rows = []
+    for model, lanes in runs:
+        progress(f"accelerator: {model}, {lanes} lanes (Amaranth simulator, about a minute)")
+        run = prepare_model(model, 1)
+        cfg = AcceleratorConfig.for_programs(run.program, lanes=lanes)
+        got = run_accelerator(Accelerator(cfg), run.program.to_bytes(), [run.inputs[0]])
+        error, cycles, out = got["runs"][0]
+        want = run_program(run.program, run.inputs[:1]).output[0].reshape(-1)
+        ideal = accelerator_cycles(run.program, run.inputs[0], cfg)
+        layers = got["layer_cycles"][0]
+        rows.append({"model": model, "lanes": lanes, "error": int(error),
+                     "matches_golden": error == 0 and out.tolist() == want.tolist(),
+                     "cycles": cycles, "ideal_cycles": ideal["total"],
+                     "ratio": round(cycles / ideal["total"], 3),
+                     "encode_cycles": cycles - sum(layers), "ideal_encode": ideal["encode"],
+                     "ops": [{"op": op.op.name, "cycles": c, "ideal": i,
+                              "ratio": round(c / i, 3)}
+                             for op, c, i in zip(run.program.ops, layers, ideal["ops"])],
+                     "events": got["counters"]["perf_events"],
+                     "skipped": got["counters"]["perf_skipped"]})
+    fmax = {}
+    for board in ("ulx3s", "icebreaker"):
+        for path in sorted(REPORTS.glob(f"synth-accelerator-{board}*.json")):
+            r = json.loads(path.read_text())
+            if r.get("fmax_mhz"):
+                fmax[f"{board} {r.get('lanes', '?')} lanes"] = r["fmax_mhz"]
+    return {"rows": rows, "max_ratio": max(r["ratio"] for r in rows), "fmax_mhz": fmax}
+
+
 def bench_synth(progress) -> list[dict]:
     """The self test on every board, then every core in the harness on every board."""
     from .boards.flow import synth_board
@@ -135,6 +181,14 @@ def bench_synth(progress) -> list[dict]:
     builds = [(board, None) for board, spec in boards.items() if spec.family != "xc7"]
     builds += [(board, core) for core in CORES for board in boards]
     reports = []
+    if "ulx3s" in boards:   # the digits accelerator, throughput build (docs/boards.md)
+        from .boards.accelerator_top import synth_accelerator
+        try:
+            reports.append(synth_accelerator("ulx3s", lanes=16, progress=progress))
+        except Exception as e:  # noqa: BLE001 - reported, not fatal
+            progress(f"ulx3s accelerator: not built ({e})")
+            reports.append({"board": "ulx3s", "top": "Device (digits, 16 lanes)",
+                            "error": str(e)})
     for board, core in builds:
         try:
             reports.append(synth_board(board, core=core, progress=progress))
@@ -181,8 +235,23 @@ def to_markdown(result: dict) -> str:
            f"{r['skipped']} | {r['ops']} | {r['busy_cycles']} | {r['ideal_cycles']} | "
            f"{r['ratio']} | {r['matches_golden']} |" for r in att["rows"]]
     md += ["", "Speed-up at 90 % vs 0 % spike sparsity: " + ", ".join(
-        f"{name} **{x}x**" for name, x in att["speedup_90_vs_0"].items()), "",
-           "## Board builds", "",
+        f"{name} **{x}x**" for name, x in att["speedup_90_vs_0"].items()), ""]
+    acc = result.get("accelerator")
+    if acc:
+        md += ["## Accelerator: cycles per inference vs the ideal bound", "",
+               "One held-out input per shipped network on the RTL Accelerator (Amaranth "
+               "simulator), bound from golden `accelerator_cycles` (golden/accelerator.py). "
+               "Target: ratio <= 1.15; digits >= 10,000 inferences/s at the ECP5 Fmax.", "",
+               "| model | lanes | matches golden | cycles | ideal | ratio | per op (ratio) |"
+               + "".join(f" inf/s at {k} ({v:.1f} MHz) |" for k, v in acc["fmax_mhz"].items()),
+               "|---|---|---|---|---|---|---|" + "---|" * len(acc["fmax_mhz"])]
+        for r in acc["rows"]:
+            per_op = ", ".join(f"{o['op'][:4]} {o['ratio']}" for o in r["ops"])
+            rates = "".join(f" {v * 1e6 / r['cycles']:,.0f} |" for v in acc["fmax_mhz"].values())
+            md.append(f"| {r['model']} | {r['lanes']} | {r['matches_golden']} | {r['cycles']} | "
+                      f"{r['ideal_cycles']} | {r['ratio']} | {per_op} |{rates}")
+        md.append("")
+    md += ["## Board builds", "",
            "LIFSelfTest: the board self test (LIFArray N=64, W=16, P=1, constant θ/k). Cores:",
            "in the keep-alive harness with every input (config included) driven at random,",
            "see boards/harness.py for their parameters. iCE40: LCs; ECP5: LUT4s; Arty A7:",
@@ -208,8 +277,11 @@ def run_bench(progress=print, synth=True) -> int:
     syn = bench_synapse_sparsity()
     progress("AttentionCore modes x sparsity (Amaranth simulator)")
     att = bench_attention()
+    synth_reports = bench_synth(progress) if synth else []
+    acc = bench_accelerator(progress=progress)
     result = {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "lif_throughput": lif,
-              "synapse_sparsity": syn, "attention": att, "synth": bench_synth(progress) if synth else []}
+              "synapse_sparsity": syn, "attention": att, "accelerator": acc,
+              "synth": synth_reports}
     result["elapsed_s"] = round(time.monotonic() - t0, 1)
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "bench.json").write_text(json.dumps(result, indent=1))
