@@ -17,7 +17,7 @@ not silent, at least one op when c = 0):
 while every finished row needs G = D / lanes serializer beats. Two clocks advance block by
 block, the op issue and the serializer; the next block loads once this block's last row
 sits in the serializer. Plus fixed pipeline fill: PIPE cycles per phase barrier and
-LIF_LATENCY from the last beat to its output, and START per loop. It is a lower bound of the RTL's busy cycles
+LIF_LATENCY from the last beat to its output, OUT_FIFO from there to `o`, and START per loop. It is a lower bound of the RTL's busy cycles
 (tested); the rest is LIF hazard bubbles and phase transitions.
 """
 
@@ -30,7 +30,8 @@ from .lif import LIFParams
 
 PIPE = 4          # op issue -> accumulator -> serializer
 START = 1         # a loop's start is decided a cycle before its first op issues
-LIF_LATENCY = 7   # serializer beat -> LIF (skid, A, B, S, C, D) -> output buffer
+LIF_LATENCY = 7   # serializer beat -> LIF (skid, A, B, S, C, D) -> its output (the mask)
+OUT_FIFO = 2      # output FIFO: block RAM write, read, output register -> o
 QUEUE_ROWS = 1    # finished rows the serializer holds (the one it emits)
 
 
@@ -139,8 +140,8 @@ def attention_core_cycles(q, k, v, *, mode: str = "ssa", block: int = 1,
                 first_row, ops_done = kv + START + D + PIPE, kv + START + rows * D + PIPE
             serial = max(max(serial, first_row) + rows * G, ops_done)
         issue = max(ops_done, serial - QUEUE_ROWS * G)
-    # the last beat out: through the LIF, except SDSA's gated rows (serializer -> buffer)
-    return int(serial + (1 if mode == "sdsa" else LIF_LATENCY))
+    # the last beat out: through the LIF, except SDSA's gated rows (serializer -> FIFO)
+    return int(serial + (1 if mode == "sdsa" else LIF_LATENCY) + OUT_FIFO)
 
 
 def attention_core_ops(q, k, v, *, mode: str = "ssa", block: int = 1,

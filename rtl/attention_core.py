@@ -19,6 +19,10 @@ inference. A block of B timesteps (B = 1 for SSA and SDSA) is loaded, then compu
     from v = 0, as the golden LIF starts), so no reset pass is needed between inferences.
 Output `o`: P-lane beats {kind, index (neuron group), spikes, membrane}: ATTN (the LIF's
 update of attention neurons), MASK (SDSA mask neurons), GATED (SDSA output spikes; membrane 0).
+Beats leave through a FIFO in block RAM (OUT_CREDITS entries). The LIF never stalls (its
+`o.ready` is tied high): the serializer sends a beat only while it holds a credit (beats in
+flight from the serializer to `o` < OUT_CREDITS, a registered flag), so backpressure on `o`
+reaches the pipeline through one register instead of a ready chain.
 Mode, block, SDSA variant and order are set at run time through `cfg` between inferences
 (a bad value or a write during an inference sets `cfg_error` and is ignored); θ and the leak
 through `lif_cfg`. Not double-buffered: a block's rows are loaded, then computed.
@@ -90,6 +94,8 @@ def adder_tree(terms):
 
 
 class AttentionCore(wiring.Component):
+    OUT_CREDITS = 16   # output FIFO entries = beats in flight from the serializer to `o`
+
     def __init__(self, *, n, d, timesteps=4, max_block=None, lanes=None, width=16,
                  leak_shift=None, theta, reset="subtract", v_reset=0, mode="ssa", block=1,
                  variant="reference", order=None):
@@ -207,7 +213,6 @@ class AttentionCore(wiring.Component):
         # would add a LUT to every `advance` enable).
         s1_valid, s1 = Signal(), Signal(op_layout, reset_less=True)
         s2_valid, s2 = Signal(), Signal(op_layout, reset_less=True)
-        s2_q, s2_k = Signal(qrow, reset_less=True), Signal(krow, reset_less=True)
         s2_kv = Signal(kvrow, reset_less=True)
         s3_valid, s3 = Signal(), Signal(op_layout, reset_less=True)
         addend_layout = data.ArrayLayout(unsigned(self.acc_width), D)
@@ -224,17 +229,20 @@ class AttentionCore(wiring.Component):
         e_g, e_base = Signal(range(G), reset_less=True), Signal(lif.index_width, reset_less=True)
         e_to_o = Signal()                     # GATE rows go to `o`, the others to the LIF
         e_t0 = Signal(reset_less=True)        # a row of the first timestep: LIFOp.FIRST
-        out_ready = Signal()                  # the output buffer's ready (a register)
-        e_sink_ready = Mux(e_to_o, out_ready, lif.i.ready)
+        credit_ok = Signal(init=1)            # a beat may be sent (a register, see below)
+        credit_ok_n = Signal()                # its next value
+        inflight = Signal(range(self.OUT_CREDITS + 1))  # beats sent, not yet out of `o`
+        e_sink_ready = credit_ok & (e_to_o | lif.i.ready)
         e_take = e_valid & e_sink_ready       # a beat leaves the serializer
         e_at_last = Signal()                  # e_g == G - 1
         to_serializer = Signal()              # S3 holds the last op of a row for it
         # The whole pipeline stalls only while a finished row waits for the serializer:
         # advance = ~to_serializer | ~e_valid | (e_at_last & e_sink_ready). It fans out to
         # every stage and memory port, so it is built from flags registered a cycle ahead
-        # (from the next-state values below): one LUT level before the fan-out.
-        blocked, last_to_lif, last_to_o = Signal(), Signal(), Signal()
-        advance = ~blocked | (last_to_lif & lif.i.ready) | (last_to_o & out_ready)
+        # (from the next-state values below, the credit included): one LUT level before
+        # the fan-out.
+        blocked, last_to_lif, last_to_o = Signal(), Signal(), Signal()   # last_*: credit ok
+        advance = ~blocked | last_to_o | (last_to_lif & lif.i.ready)
 
         # --- generator: loops over (outer, inner), one op per advancing cycle ---
         count = Signal(range(rows_max + 1))     # useful key rows of this block
@@ -243,8 +251,14 @@ class AttentionCore(wiring.Component):
         # The loop state means nothing while not `running` (a start sets all of it): no
         # reset, which would sit in the enable path.
         loop_range = range(max(rows_max, D))
-        outer, outer_last = (Signal(loop_range, reset_less=True) for _ in range(2))
-        inner, inner_last = (Signal(loop_range, reset_less=True) for _ in range(2))
+        # outer/inner count up to outer_last/inner_last; the loop-end tests compare with
+        # the registered last - 1 (no carry chain before the compare) and last == 0.
+        outer = Signal(loop_range, reset_less=True)
+        outer_lm1 = Signal(loop_range, reset_less=True)
+        inner = Signal(loop_range, reset_less=True)
+        inner_lm1 = Signal(loop_range, reset_less=True)
+        inner_single = Signal(reset_less=True)  # inner_last == 0
+        inner_single_row = Signal(reset_less=True)  # and the op's outer counts token rows
         row_base = Signal(lif.index_width, reset_less=True)  # token * G of the row `outer`
         tok = Signal(range(N), reset_less=True)
         issue = Signal()                        # the generator issues an op this cycle
@@ -258,6 +272,7 @@ class AttentionCore(wiring.Component):
         running, inner_first = Signal(), Signal(reset_less=True)
         row_t0 = Signal(reset_less=True)        # the row `outer` is of timestep 0
         inner_done, outer_done, tok_done = (Signal(reset_less=True) for _ in range(3))
+        row_step = Signal(reset_less=True)      # inner_done and outer counts token rows
 
         # A loop starts (the FSM decides a cycle ahead: `start` and its operands are
         # registers) or steps (an op issues): mutually exclusive, so `running` alone picks
@@ -276,27 +291,33 @@ class AttentionCore(wiring.Component):
         loop_done = inner_done & outer_done
         with m.If(issue | start):
             with m.If(running):
+                with m.If(row_step):                 # (implies inner_done)
+                    with m.If(tok_done):
+                        m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1),
+                                     row_t0.eq(0)]
+                    with m.Else():
+                        m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G),
+                                     tok_done.eq(tok == N - 2)]
                 with m.If(inner_done):
                     m.d.sync += [inner.eq(0), outer.eq(outer + 1), inner_first.eq(1),
-                                 inner_done.eq(inner_last == 0),
-                                 outer_done.eq(outer + 1 == outer_last)]
-                    with m.If(gen_op != _Op.KVB):    # outer counts token rows
-                        with m.If(tok_done):
-                            m.d.sync += [tok.eq(0), row_base.eq(0), tok_done.eq(N == 1),
-                                         row_t0.eq(0)]
-                        with m.Else():
-                            m.d.sync += [tok.eq(tok + 1), row_base.eq(row_base + G),
-                                         tok_done.eq(tok + 1 == N - 1)]
+                                 inner_done.eq(inner_single), row_step.eq(inner_single_row),
+                                 outer_done.eq(outer == outer_lm1)]
                     with m.If(outer_done):
                         m.d.sync += running.eq(0)
                 with m.Else():
                     m.d.sync += [inner.eq(inner + 1), inner_first.eq(0),
-                                 inner_done.eq(inner + 1 == inner_last)]
+                                 inner_done.eq(inner == inner_lm1),
+                                 row_step.eq((inner == inner_lm1) & (gen_op != _Op.KVB))]
             with m.Else():
                 m.d.sync += [gen_op.eq(start_op), outer.eq(0), inner.eq(0), tok.eq(0),
-                             row_base.eq(0), outer_last.eq(start_outer_last),
-                             inner_last.eq(start_inner_last), running.eq(1), inner_first.eq(1),
+                             row_base.eq(0), outer_lm1.eq(start_outer_last - 1),
+                             inner_lm1.eq(start_inner_last - 1),
+                             inner_single.eq(start_inner_last == 0),
+                             inner_single_row.eq((start_inner_last == 0) &
+                                                 (start_op != _Op.KVB)),
+                             running.eq(1), inner_first.eq(1),
                              inner_done.eq(start_inner_last == 0),
+                             row_step.eq((start_inner_last == 0) & (start_op != _Op.KVB)),
                              outer_done.eq(start_outer_last == 0), tok_done.eq(N == 1),
                              row_t0.eq(t_done == 0)]
 
@@ -400,37 +421,47 @@ class AttentionCore(wiring.Component):
                     m.next = "LOAD"
 
         # --- S1 -> S2: register the memory outputs (block RAM clock-to-out is slow), the
-        # popcount of q & k per nibble of channels (two LUT levels) and the channel-a bits
-        # (a D:1 mux) ---
+        # popcount of q & k per nibble of channels (two LUT levels), the channel-a bits
+        # (a D:1 mux) and, per lane, which addend S3 gets (one LUT from the memory data):
+        # the S2 -> S3 step is then an AND-OR, no decode of the op ---
         nibbles = (D + 3) // 4
         s2_nibbles = Signal(data.ArrayLayout(unsigned(3), nibbles), reset_less=True)
         # k[a] (KV build), q[a] (Q (KᵀV) rows)
         k_bit, q_bit = Signal(reset_less=True), Signal(reset_less=True)
+        lane_bits = data.ArrayLayout(unsigned(1), D)
+        sel_qk = Signal(lane_bits, reset_less=True)    # QK: the score in this lane
+        sel_kvb = Signal(lane_bits, reset_less=True)   # KVB: k[a] in this lane
+        one_bit = Signal(lane_bits, reset_less=True)   # COL / GATE: a one-bit addend
+        is_qkv = Signal(reset_less=True)
         both = q_rd.data.q & k_rd.data.k
+        gate_src = Mux(variant == SDSAVariant.REFERENCE, q_rd.data.q, q_rd.data.v) & mask
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1), s2_q.eq(q_rd.data),
-                         s2_k.eq(k_rd.data), s2_kv.eq(kv_rd.data),
+            m.d.sync += [s2_valid.eq(s1_valid), s2.eq(s1), s2_kv.eq(kv_rd.data),
                          k_bit.eq(k_rd.data.k.bit_select(s1.a, 1)),
-                         q_bit.eq(q_rd.data.q.bit_select(s1.a, 1))]
+                         q_bit.eq(q_rd.data.q.bit_select(s1.a, 1)),
+                         is_qkv.eq(s1.op == _Op.QKV)]
             for p in range(nibbles):
                 m.d.sync += s2_nibbles[p].eq(adder_tree(both[c] for c in range(4 * p,
                                                                              min(4 * p + 4, D))))
+            live = ~s1.zero
+            for lane in range(D):
+                v_set = k_rd.data.v[lane] & live
+                m.d.sync += [sel_qk[lane].eq((s1.op == _Op.QK) & v_set),
+                             sel_kvb[lane].eq((s1.op == _Op.KVB) & v_set),
+                             one_bit[lane].eq(Mux(s1.op == _Op.COL, k_rd.data.k[lane] & live,
+                                                  (s1.op == _Op.GATE) & gate_src[lane]))]
 
         # --- S2 -> S3: the addend of every lane (AND + popcount, no multiplier) ---
         score = Signal(range(D + 1))
         m.d.comb += score.eq(adder_tree(s2_nibbles[p] for p in range(nibbles)))
-        gate_src = Mux(variant == SDSAVariant.REFERENCE, s2_q.q, s2_q.v) & mask
+        use_kv = Signal()
+        m.d.comb += use_kv.eq(is_qkv & q_bit)
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3.eq(s2)]
             for lane in range(D):
-                by_op = {_Op.QK: Mux(s2_k.v[lane] & ~s2.zero, score, 0),
-                         _Op.KVB: s2_k.v[lane] & k_bit & ~s2.zero,
-                         _Op.QKV: Mux(q_bit, s2_kv[lane], 0),
-                         _Op.COL: s2_k.k[lane] & ~s2.zero}
-                value = gate_src[lane]
-                for op, term in by_op.items():
-                    value = Mux(s2.op == op, term, value)
-                m.d.sync += s3_add[lane].eq(value)
+                m.d.sync += s3_add[lane].eq(Mux(sel_qk[lane], score, 0)
+                                            | Mux(use_kv, s2_kv[lane], 0)
+                                            | (sel_kvb[lane] & k_bit) | one_bit[lane])
 
         # --- S3: accumulate; a finished row goes to kvmem or the serializer ---
         acc_next = Signal(addend_layout)
@@ -460,23 +491,27 @@ class AttentionCore(wiring.Component):
         m.d.sync += [to_serializer.eq(to_ser_n), e_valid.eq(e_valid_n),
                      e_at_last.eq(e_at_last_n), e_to_o.eq(e_to_o_n),
                      blocked.eq(to_ser_n & e_valid_n),
-                     last_to_lif.eq(e_valid_n & e_at_last_n & ~e_to_o_n),
-                     last_to_o.eq(e_valid_n & e_at_last_n & e_to_o_n)]
+                     last_to_lif.eq(e_valid_n & e_at_last_n & ~e_to_o_n & credit_ok_n),
+                     last_to_o.eq(e_valid_n & e_at_last_n & e_to_o_n & credit_ok_n)]
         slice_ = data.ArrayLayout(unsigned(self.acc_width), P)
         e_slice = Signal(slice_)
         m.d.comb += e_slice.eq(e_row.as_value().word_select(e_g, self.acc_width * P))
-        m.d.comb += [lif.i.valid.eq(e_valid & ~e_to_o),
+        m.d.comb += [lif.i.valid.eq(e_valid & ~e_to_o & credit_ok),
                      lif.i.payload.op.eq(Mux(e_t0, LIFOp.FIRST, LIFOp.UPDATE)),
                      lif.i.payload.index.eq(e_base + e_g)]
         for lane in range(P):
             m.d.comb += lif.i.payload.current[lane].eq(e_slice[lane])
 
-        # --- output: LIF updates or gated rows, through a skid buffer so that no ready
-        # reaches the LIF or the pipeline combinationally ---
+        # --- output: LIF updates or gated rows, through a FIFO in block RAM. The LIF runs
+        # without backpressure (its output never stalls it); instead every beat sent into it
+        # (or a gated row's beat, which goes to the FIFO directly) takes a credit, returned
+        # when the beat leaves `o`. OUT_CREDITS covers the round trip (serializer -> LIF ->
+        # FIFO -> o -> credit), so the serializer runs on a registered "credit available" and
+        # never sees `o.ready` or a ready chain ---
         # Gated rows and LIF outputs never overlap: gating starts once the mask beats are
         # all out, and the next mask row enters the serializer after the last gated row.
         gate_out = e_valid & e_to_o
-        m.d.comb += lif.o.ready.eq(out_ready)
+        m.d.comb += lif.o.ready.eq(1)            # the LIF never stalls (see above)
         beat = Signal(self.o_layout)
         with m.If(gate_out):
             m.d.comb += [beat.kind.eq(OutKind.GATED), beat.index.eq(e_base + e_g)]
@@ -487,20 +522,35 @@ class AttentionCore(wiring.Component):
                          beat.index.eq(lif.o.payload.index),
                          beat.spikes.eq(lif.o.payload.spikes),
                          beat.membrane.eq(lif.o.payload.membrane)]
-        beat_in = out_ready & (gate_out | lif.o.valid)
-        skid_valid, skid = Signal(), Signal(self.o_layout, reset_less=True)
-        m.d.comb += out_ready.eq(~skid_valid)
-        with m.If(self.o.ready | ~self.o.valid):
-            with m.If(skid_valid):
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(skid), skid_valid.eq(0)]
-            with m.Else():
-                m.d.sync += [self.o.valid.eq(beat_in), self.o.payload.eq(beat)]
-        with m.Elif(beat_in):
-            m.d.sync += skid_valid.eq(1)
-        with m.If(~skid_valid):                 # kept only if o cannot take the beat
-            m.d.sync += skid.eq(beat)
+        depth = self.OUT_CREDITS
+        m.submodules.omem = omem = Memory(shape=self.o_layout, depth=depth, init=[])
+        f_wr, f_rd = omem.write_port(), omem.read_port()
+        f_write = lif.o.valid | (gate_out & e_take)
+        wp, rp = Signal(range(depth)), Signal(range(depth))
+        f_level, f_nonempty = Signal(range(depth + 1)), Signal()   # entries in the memory
+        m_valid = Signal()                      # f_rd.data holds an entry (stage M)
+        m_adv = ~m_valid | ~self.o.valid | self.o.ready
+        f_read = f_nonempty & m_adv
+        m.d.comb += [f_wr.addr.eq(wp), f_wr.data.eq(beat), f_wr.en.eq(f_write),
+                     f_rd.addr.eq(rp), f_rd.en.eq(f_read)]
+        with m.If(f_write):
+            m.d.sync += wp.eq(wp + 1)
+        with m.If(f_read):
+            m.d.sync += rp.eq(rp + 1)
+        f_level_n = Signal(range(depth + 1))
+        m.d.comb += f_level_n.eq(f_level + f_write - f_read)
+        m.d.sync += [f_level.eq(f_level_n), f_nonempty.eq(f_level_n != 0)]
+        with m.If(m_adv):
+            m.d.sync += m_valid.eq(f_read)
+        with m.If(~self.o.valid | self.o.ready):
+            m.d.sync += [self.o.valid.eq(m_valid), self.o.payload.eq(f_rd.data)]
         out_take = self.o.valid & self.o.ready
-        with m.If(beat_in & ~gate_out & is_sdsa):
+        # Credits: beats sent and not yet out; a register says whether one more may go.
+        inflight_n = Signal(range(depth + 2))
+        m.d.comb += inflight_n.eq(inflight + e_take - out_take)
+        m.d.comb += credit_ok_n.eq(inflight_n < depth)
+        m.d.sync += [inflight.eq(inflight_n), credit_ok.eq(credit_ok_n)]
+        with m.If(lif.o.valid & is_sdsa):
             m.d.sync += [mask.word_select(lif.o.payload.index, P).eq(
                 lif.o.payload.spikes.as_value()), mask_seen.eq(mask_seen + 1)]
 

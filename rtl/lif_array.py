@@ -2,11 +2,12 @@
 `spikeforge.golden.lif.lif_array`.
 
 `n` neurons in `n // lanes` groups; one group (all `lanes` neurons) is updated per cycle.
-Membranes live in `amaranth.lib.memory` (one word = `lanes` membranes). Four pipeline
+Membranes live in `amaranth.lib.memory` (one word = `lanes` membranes). Pipeline
 stages, advancing together when the output can accept (`~o.valid | o.ready`):
 
     A: skid buffer; issue the membrane read       (address = index)
-    B: read data -> forwarding mux -> leak        (v - (v >> k)); x - θ, x + θ
+    B: read data -> forwarding mux -> v >> 4·k[2:] (the high half of the leak shift)
+    S: l = v - (v >> k) (the low two shift levels, then the subtraction); x - θ, x + θ
     C: the sums l + x, l + x - θ, l + x + θ and their range flags
     D: fire / reset / saturate select, write back; result -> output register
 
@@ -17,11 +18,15 @@ still in B, S or C waits (a bubble). In timestep-major order with four or more g
 never happens: one beat per cycle. With 1, 2 or 3 groups the rate drops to 1/4, 2/4, 3/4.
 (The test looks at the low two index bits only, see below: with more than 4 groups that are
 not a multiple of 4, the wrap from the last group to group 0 can cost up to three bubbles.)
+A consumer that ties `o.ready` high (the AttentionCore counts credits against its output
+FIFO instead) gets a pipeline that never stalls: `advance` is constant and synthesis removes
+the stage enables and the stall side of the bubble logic. A `cfg` write is registered and
+takes effect the cycle after (its θ check is off the enables).
 Spike and saturation decisions use unsaturated sums: `h >= θ  <=>  l + x >= θ` since
 θ <= max, and likewise for the negative spike.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -103,12 +108,22 @@ class LIFArray(wiring.Component):
         theta = Signal(W, init=self.theta)
         leak_en = Signal(init=self.leak_shift is not None)
         leak_shift = Signal(range(W), init=self.leak_shift or 0)
-        with m.If(self.cfg.we):
-            with m.If((self.cfg.theta == 0) | (self.cfg.theta > hi)):
+        # A write is registered first (its check beside it) and applied the cycle after:
+        # the θ range test never sits in front of the enables. A beat needs more than a
+        # cycle from `i` to the stages that read the configuration.
+        cfg_we, cfg_bad = Signal(), Signal()
+        cfg_theta, cfg_leak_en = Signal.like(self.cfg.theta), Signal.like(self.cfg.leak_en)
+        cfg_leak_shift = Signal.like(self.cfg.leak_shift)
+        m.d.sync += [cfg_we.eq(self.cfg.we),
+                     cfg_bad.eq((self.cfg.theta == 0) | (self.cfg.theta > hi)),
+                     cfg_theta.eq(self.cfg.theta), cfg_leak_en.eq(self.cfg.leak_en),
+                     cfg_leak_shift.eq(self.cfg.leak_shift)]
+        with m.If(cfg_we):
+            with m.If(cfg_bad):
                 m.d.sync += self.cfg_error.eq(1)
             with m.Else():
-                m.d.sync += [theta.eq(self.cfg.theta), leak_en.eq(self.cfg.leak_en),
-                             leak_shift.eq(self.cfg.leak_shift)]
+                m.d.sync += [theta.eq(cfg_theta), leak_en.eq(cfg_leak_en),
+                             leak_shift.eq(cfg_leak_shift)]
 
         advance = ~self.o.valid | self.o.ready
         # Stage payloads mean nothing without their valid flags: no reset (it would add
@@ -170,17 +185,22 @@ class LIFArray(wiring.Component):
             m.d.sync += [b_valid.eq(a_valid & a_take), b.eq(a),
                          b_forward.eq(d_writes & (d_index == a.index))]
 
-        # Stage B: forwarding mux and the leak shift v >> k (k is a run-time register, so
-        # this is a real barrel shifter: it gets a stage of its own).
+        # Stage B: forwarding mux and the leak shift v >> k. k is a run-time register, so
+        # this is a real barrel shifter (log2 W levels of 2:1 muxes): B shifts by the high
+        # bits of k (4·k[2:]), S by the low two (arithmetic shifts compose), so that
+        # neither the block RAM output nor S's carry chain sees all the levels.
         lw_v = Signal(word)  # last write
         v_b = Signal(word)
         m.d.comb += v_b.eq(Mux(b_forward, lw_v, rd.data))
-        s_v, s_shifted = Signal(word), Signal(word)
+        s_v, s_shifted = Signal(word), Signal(word)   # s_shifted: v >> 4·k[2:] (or 0)
+        k_high = Cat(Const(0, 2), leak_shift[2:]) if W > 4 else Const(0)
+        k_low = leak_shift[:2] if W > 4 else leak_shift
+        s_k_low = Signal(len(k_low))   # the beat's own k (a write between B and S is not split)
         with m.If(advance):
-            m.d.sync += [s_valid.eq(b_valid), s.eq(b), s_v.eq(v_b)]
+            m.d.sync += [s_valid.eq(b_valid), s.eq(b), s_v.eq(v_b), s_k_low.eq(k_low)]
             for lane in range(P):
                 m.d.sync += s_shifted[lane].eq(Mux(leak_en & (b.op == LIFOp.UPDATE),
-                                                   v_b[lane] >> leak_shift, 0))
+                                                   v_b[lane] >> k_high, 0))
 
         # Stage S: l = v - (v >> k); x - θ and x + θ off the critical path.
         # LOAD and FIRST: l = 0, so the sum is the loaded value (FIRST: the first step's
@@ -193,7 +213,8 @@ class LIFArray(wiring.Component):
             from_zero = (s.op == LIFOp.LOAD) | (s.op == LIFOp.FIRST)
             for lane in range(P):
                 x = Mux(s.op == LIFOp.READ, 0, s.current[lane])
-                m.d.sync += [c_leaked[lane].eq(Mux(from_zero, 0, s_v[lane] - s_shifted[lane])),
+                m.d.sync += [c_leaked[lane].eq(Mux(from_zero, 0,
+                                                    s_v[lane] - (s_shifted[lane] >> s_k_low))),
                              c_x[lane].eq(x), c_x_minus[lane].eq(x - theta),
                              c_x_plus[lane].eq(x + theta)]
 

@@ -51,6 +51,10 @@ CASES = [
     dict(theta=30, leak_shift=2, width=8, reset="subtract", signed_spikes=True),
     dict(theta=60, leak_shift=3, width=8, reset="zero", signed_spikes=True, v_reset=2),
     dict(theta=1000, leak_shift=None, width=12, reset="subtract", current_width=16),
+    # shifts >= 4: the barrel shifter is split over stages B (4·k[2:]) and S (k[:2])
+    dict(theta=900, leak_shift=7, width=16, reset="subtract"),
+    dict(theta=700, leak_shift=13, width=16, reset="zero", current_width=14),
+    dict(theta=9, leak_shift=3, width=5, reset="subtract"),
 ]
 
 
