@@ -223,8 +223,8 @@ class Accelerator(wiring.Component):
         def plane_value(buf, pln, bit):
             """What one set bit of plane `pln` of `buf` is worth: 2^p (UINT), -1 (the second
             plane of signed spikes) or 1."""
-            return Mux(buf.kind == BufKind.UINT, Const(1, VALUE) << pln,
-                       Mux((buf.kind == BufKind.SIGNED_SPIKES) & (pln == 1), -1, 1)) * bit
+            return Mux(bit, Mux(buf.kind == BufKind.UINT, Const(1, VALUE) << pln,
+                                Mux((buf.kind == BufKind.SIGNED_SPIKES) & (pln == 1), -1, 1)), 0)
 
         # ----------------------------------------- element values (ENCODE and ADD)
         # A reader assembles the P values of one (token, group, t) word, one read a cycle:
@@ -245,7 +245,6 @@ class Accelerator(wiring.Component):
         rd_valid, rd_last = Signal(), Signal()           # read data arrives (the word's last)
         rd_k = Signal(8)                 # ... of read k of its word
         rd_done = Signal()               # every read of the op issued
-        held = Signal()                  # `vals` is a complete word the writer has not taken
         h_t = Signal(range(T + 1))
         pw_full = Signal()
         pw_vals = Signal(data.ArrayLayout(VALUE, P))
@@ -286,15 +285,20 @@ class Accelerator(wiring.Component):
                     add = Mux(in_first, plane_value(src, pln, bit), plane_value(src1, pln, bit))
                     m.d.comb += vals_next[lane].eq(vals[lane] + add)
         completing = rd_valid & rd_last
-        word = Signal(data.ArrayLayout(VALUE, P))       # the complete word (a view: lanes)
-        m.d.comb += word.eq(Mux(held, vals, vals_next))
-        word_ok = Cat((word[lane] >= val_lo) & (word[lane] <= val_hi) for lane in range(P)).all()
+        # Complete words wait in a 2-entry queue for the plane writer, which range-checks the
+        # head (registers) as it takes it. The reader starts a word only when the queue has
+        # room for it and for the word still in flight: a decision on registers alone.
+        q_vals = [Signal(data.ArrayLayout(VALUE, P), name=f"q_vals{k}") for k in range(2)]
+        q_off = [Signal(addr_shape, name=f"q_off{k}") for k in range(2)]
+        q_t = [Signal(range(T + 1), name=f"q_t{k}") for k in range(2)]
+        q_n = Signal(range(3))           # complete words queued
+        in_flight = Signal(range(3))     # words started, not complete
+        head_ok = Cat((q_vals[0][lane] >= val_lo) & (q_vals[0][lane] <= val_hi)
+                      for lane in range(P)).all()
         pw_free = ~pw_full | (pw_pln == dst.planes - 1)  # free, or writes its last plane now
-        accept = val_on & (completing | held) & pw_free & word_ok
-        val_error = val_on & (completing | held) & ~word_ok
-        m.d.sync += vals.eq(vals_next)
-        with m.If(completing & ~accept):
-            m.d.sync += held.eq(1)
+        take = val_on & (q_n != 0) & pw_free & head_ok
+        val_error = val_on & (q_n != 0) & ~head_ok
+        m.d.sync += vals.eq(Mux(completing, 0, vals_next))
         with m.If(val_on & pw_full):
             m.d.comb += [act_wr.en.eq(1),
                          act_wr.addr.eq(base_t[3] + pw_off + plane_t(pw_pln, pw_t)),
@@ -302,13 +306,21 @@ class Accelerator(wiring.Component):
             m.d.sync += pw_pln.eq(pw_pln + 1)
             with m.If(pw_pln == dst.planes - 1):
                 m.d.sync += [pw_full.eq(0), pw_pln.eq(0)]
-        with m.If(accept):
-            m.d.sync += [pw_full.eq(1), pw_vals.eq(word), pw_pln.eq(0), pw_off.eq(h_off),
-                         pw_t.eq(h_t), vals.eq(0), held.eq(0)]
+        with m.If(take):
+            m.d.sync += [pw_full.eq(1), pw_vals.eq(q_vals[0]), pw_pln.eq(0),
+                         pw_off.eq(q_off[0]), pw_t.eq(q_t[0]),
+                         q_vals[0].eq(q_vals[1]), q_off[0].eq(q_off[1]), q_t[0].eq(q_t[1])]
+        with m.If(completing):           # the word joins the queue behind what stays
+            slot = q_n - take
+            for k in range(2):
+                with m.If(slot == k):
+                    m.d.sync += [q_vals[k].eq(vals_next), q_off[k].eq(h_off), q_t[k].eq(h_t)]
+        m.d.sync += q_n.eq(q_n + completing - take)
 
-        # the reader: a word's first read waits until the previous word is taken
-        rd_issue = val_on & ~rd_done & ((ctr != 0) | (~held & (~completing | accept)))
+        # the reader: a word starts when the queue holds room for it
+        rd_issue = val_on & ~rd_done & ((ctr != 0) | (q_n + in_flight < 2))
         rd_word_last = ctr == n_reads - 1
+        m.d.sync += in_flight.eq(in_flight + (rd_issue & (ctr == 0)) - completing)
         m.d.sync += [rd_valid.eq(rd_issue), rd_last.eq(rd_issue & rd_word_last), rd_k.eq(ctr)]
         with m.If(rd_issue):
             with m.If(encoding):
@@ -335,9 +347,10 @@ class Accelerator(wiring.Component):
                                      enc_grp.eq(enc_tok + dst.channels)]
                         with m.If(token == dst.tokens - 1):
                             m.d.sync += rd_done.eq(1)
-        val_idle = rd_done & ~rd_valid & ~held & ~pw_full
+        val_idle = rd_done & (in_flight == 0) & (q_n == 0) & ~pw_full
         with m.If(~val_on):
-            m.d.sync += [rd_valid.eq(0), held.eq(0), pw_full.eq(0), vals.eq(0)]
+            m.d.sync += [rd_valid.eq(0), q_n.eq(0), in_flight.eq(0), pw_full.eq(0),
+                         vals.eq(0)]
 
         # --------------------------------------------------------------- scanner
         # LINEAR / READOUT read the source planes in address order (token, group, plane, t:
