@@ -210,6 +210,28 @@ class Accelerator(wiring.Component):
         def plane_t(pln, t):
             return pln * T + t          # T is a build constant: shifts and adds
 
+        def slot_reads(n, name):
+            """A slot of `n` activation words read one a cycle (scanner, row reader): the data
+            of read k lands in `words[k]` a cycle after `track(issue, k)`; `last` is high while
+            the slot's last word arrives, and `slot` is then the whole slot (that word straight
+            from the read port, so the next slot's reads need not wait)."""
+            got, got_k = Signal(name=f"{name}_got"), Signal(range(n), name=f"{name}_got_k")
+            words = Signal(data.ArrayLayout(P, n), name=f"{name}_words")
+            whole = Signal(data.ArrayLayout(P, n), name=f"{name}_slot")
+            last = Signal(name=f"{name}_last")
+            m.d.comb += [last.eq(got & (got_k == n - 1)),
+                         whole.eq(Mux(last, Cat(words.as_value()[:P * (n - 1)], act_rd.data),
+                                      words))]
+            with m.If(got):
+                with m.Switch(got_k):
+                    for k in range(n):
+                        with m.Case(k):
+                            m.d.sync += words[k].eq(act_rd.data)
+
+            def track(issue, k):
+                m.d.sync += [got.eq(issue), got_k.eq(k)]
+            return got, last, whole, track
+
         def lane_mask(buf, grp):
             """The lanes of channel group `grp` that are real channels (padding stays 0)."""
             return Cat(((grp * P + lane) < buf.channels) for lane in range(P))
@@ -365,9 +387,7 @@ class Accelerator(wiring.Component):
         r_pln, r_grp, r_tok = Signal(8), Signal(16), Signal(16)
         r_row = Signal(row_shape)        # weight row of the slot's lane 0
         r_done = Signal()                # every read of the op issued
-        r_got = Signal()                 # read data arrives this cycle ...
-        r_got_t = Signal(range(T))       # ... for this timestep
-        fill = Signal(data.ArrayLayout(P, T))
+        _, last_capture, slot, track_fill = slot_reads(T, "fill")
         fill_full = Signal()             # a complete slot waits for the emitter
         f_grp, f_pln, f_row, f_last = Signal(16), Signal(8), Signal(row_shape), Signal()
         e_full = Signal()
@@ -418,7 +438,6 @@ class Accelerator(wiring.Component):
                     m.d.sync += e_full.eq(0)
 
         # reader
-        last_capture = r_got & (r_got_t == T - 1)
         r_issue = lin_on & ~r_done & (~fill_full | e_free) & ~(last_capture & ~e_free)
         with m.If(r_issue):
             m.d.comb += [act_rd.addr.eq(r_addr), act_rd.en.eq(1)]
@@ -436,16 +455,8 @@ class Accelerator(wiring.Component):
                             m.d.sync += r_done.eq(1)
                 with m.Else():
                     m.d.sync += r_pln.eq(r_pln + 1)
-        m.d.sync += [r_got.eq(r_issue), r_got_t.eq(r_t)]
-        with m.If(r_got):
-            with m.Switch(r_got_t):
-                for t in range(T):
-                    with m.Case(t):
-                        m.d.sync += fill[t].eq(act_rd.data)
-        # a complete slot moves to the emitter: straight from the read port, or from `fill`
-        slot = Signal.like(fill)
-        m.d.comb += slot.eq(Mux(last_capture, Cat(fill.as_value()[:P * (T - 1)], act_rd.data),
-                                fill))
+        track_fill(r_issue, r_t)
+        # a complete slot moves to the emitter (or waits in `fill_full`)
         slot_live = Signal(P)
         m.d.comb += slot_live.eq(Cat(Cat(slot[t][lane] for t in range(T)).any()
                                      for lane in range(P)))
@@ -644,13 +655,11 @@ class Accelerator(wiring.Component):
             reads = 3 * Gd
             ar_k = Signal(range(reads))
             ar_done = Signal()           # every row of the head issued
-            ar_got, ar_got_k = Signal(), Signal(range(reads))
-            rows = Signal(data.ArrayLayout(P, reads))
+            ar_got, ar_last, row_in, track_rows = slot_reads(reads, "rows")
             rows_full = Signal()         # a complete row waits for the output register
             row_out = Signal(data.ArrayLayout(P, reads))
             row_valid = Signal()
             out_free = ~row_valid | attn.i.ready
-            ar_last = ar_got & (ar_got_k == reads - 1)
             ar_issue = ar_on & ~ar_done & ~rows_full & ~(ar_last & ~out_free)
             which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
             gi = ar_k[:exact_log2(Gd)] if Gd > 1 else 0
@@ -666,12 +675,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [token.eq(0), tstep.eq(tstep + 1), ar_tok_off.eq(0)]
                         with m.If(tstep == T - 1):
                             m.d.sync += [tstep.eq(0), ar_done.eq(1)]
-            m.d.sync += [ar_got.eq(ar_issue), ar_got_k.eq(ar_k)]
-            with m.If(ar_got):
-                with m.Switch(ar_got_k):
-                    for k in range(reads):
-                        with m.Case(k):
-                            m.d.sync += rows[k].eq(act_rd.data)
+            track_rows(ar_issue, ar_k)
             with m.If(ar_on):
                 m.d.comb += [attn.i.valid.eq(row_valid),
                              attn.i.payload.q.eq(Cat(row_out[k] for k in range(Gd))),
@@ -680,9 +684,7 @@ class Accelerator(wiring.Component):
                 with m.If(attn.i.ready):
                     m.d.sync += row_valid.eq(0)
                 with m.If((ar_last | rows_full) & out_free):
-                    m.d.sync += [row_out.eq(Mux(ar_last, Cat(rows.as_value()[:P * (reads - 1)],
-                                                             act_rd.data), rows)),
-                                 row_valid.eq(1), rows_full.eq(0)]
+                    m.d.sync += [row_out.eq(row_in), row_valid.eq(1), rows_full.eq(0)]
                 with m.Elif(ar_last):
                     m.d.sync += rows_full.eq(1)
             ar_idle = ar_done & ~ar_got & ~rows_full & ~row_valid
