@@ -76,7 +76,8 @@ def _row(run, prepared, lanes):
 
 def _board_report(board, lanes, synth, progress):
     """The digits accelerator's board report: built now, or the last one on disk."""
-    path = REPORTS / f"synth-accelerator-{board}.json"
+    name = f"accelerator-{board}" + ("" if lanes == 4 else f"-l{lanes}")   # synth_accelerator's
+    path = REPORTS / f"synth-{name}.json"
     if synth:
         from .boards.accelerator_top import synth_accelerator
         progress(f"building the {board} bitstream of the digits accelerator "
