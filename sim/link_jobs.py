@@ -12,6 +12,7 @@ The summary must be JSON-able; arrays are NumPy arrays.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -72,17 +73,21 @@ def load_image(link, image_hex: str):
     return {"loaded": True}, {}
 
 
-def sequence(link, steps: list):
+def sequence(link, steps: list, progress=_quiet):
     """Several jobs of this module on one link, in one simulation: `steps` is a list of
     {"job": name, "args": {...}, "catch": bool}. A step with `catch` records its exception
-    as "ExceptionType: message" under "error" instead of ending the run."""
+    as "ExceptionType: message" under "error" instead of ending the run. `progress` goes
+    to the steps that report progress (run_model)."""
     results, arrays = [], {}
     for k, step in enumerate(steps):
         func = globals().get(step["job"])
         if func is None or step["job"] in ("sequence", "prepare_model") or step["job"][0] == "_":
             raise ValueError(f"step {k}: {step['job']!r} is not a job of {__name__}")
+        args = dict(step.get("args", {}))
+        if "progress" in inspect.signature(func).parameters:
+            args.setdefault("progress", progress)
         try:
-            summary, out = func(link, **step.get("args", {}))
+            summary, out = func(link, **args)
         except Exception as e:                 # noqa: BLE001 - only when the step asks
             if not step.get("catch"):
                 raise

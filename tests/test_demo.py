@@ -46,3 +46,16 @@ def test_bad_counts_are_refused():
         run_demo(images=0, synth=False)
     with pytest.raises(ValueError):
         run_demo(points=1, synth=False)
+
+
+def test_sequence_forwards_progress_to_run_model():
+    """The demo's bars come from run_model's progress inside a `sequence` job."""
+    from spikeforge.driver import AcceleratorLink, GoldenTransport
+    from spikeforge.sim.link_jobs import sequence
+    lines = []
+    result, _ = sequence(AcceleratorLink(GoldenTransport()),
+                         [{"job": "ping"},
+                          {"job": "run_model", "args": {"model": "pinn-sin", "count": 2}}],
+                         progress=lines.append)
+    assert result["steps"][1]["bit_identical_to_golden"]
+    assert "2/2 inferences" in lines
