@@ -230,7 +230,21 @@ class Accelerator(wiring.Component):
 
             def track(issue, k):
                 m.d.sync += [got.eq(issue), got_k.eq(k)]
-            return got, last, whole, track
+
+            full = Signal(name=f"{name}_full")   # a complete slot waits for its consumer
+
+            def hand_off(on, free):
+                """The consumer takes the complete slot while `free` (comb: free now or
+                freed this cycle). Returns (room, move): the next read may be issued this
+                cycle; the slot moves to the consumer this cycle; a slot waits."""
+                move = Signal(name=f"{name}_move")
+                m.d.comb += move.eq(on & (last | full) & free)
+                with m.If(on & last & ~free):
+                    m.d.sync += full.eq(1)
+                with m.If(move | ~on):
+                    m.d.sync += full.eq(0)
+                return (~full | free) & ~(last & ~free), move, full
+            return got, whole, track, hand_off
 
         def lane_mask(buf, grp):
             """The lanes of channel group `grp` that are real channels (padding stays 0)."""
@@ -387,8 +401,7 @@ class Accelerator(wiring.Component):
         r_pln, r_grp, r_tok = Signal(8), Signal(16), Signal(16)
         r_row = Signal(row_shape)        # weight row of the slot's lane 0
         r_done = Signal()                # every read of the op issued
-        _, last_capture, slot, track_fill = slot_reads(T, "fill")
-        fill_full = Signal()             # a complete slot waits for the emitter
+        _, slot, track_fill, hand_off_fill = slot_reads(T, "fill")
         f_grp, f_pln, f_row, f_last = Signal(16), Signal(8), Signal(row_shape), Signal()
         e_full = Signal()
         e_words = Signal(data.ArrayLayout(P, T))
@@ -438,7 +451,8 @@ class Accelerator(wiring.Component):
                     m.d.sync += e_full.eq(0)
 
         # reader
-        r_issue = lin_on & ~r_done & (~fill_full | e_free) & ~(last_capture & ~e_free)
+        fill_room, fill_move, _ = hand_off_fill(lin_on, e_free)
+        r_issue = lin_on & ~r_done & fill_room
         with m.If(r_issue):
             m.d.comb += [act_rd.addr.eq(r_addr), act_rd.en.eq(1)]
             m.d.sync += [r_addr.eq(r_addr + 1), r_t.eq(r_t + 1)]
@@ -456,21 +470,16 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.sync += r_pln.eq(r_pln + 1)
         track_fill(r_issue, r_t)
-        # a complete slot moves to the emitter (or waits in `fill_full`)
+        # a complete slot moves to the emitter (or waits)
         slot_live = Signal(P)
         m.d.comb += slot_live.eq(Cat(Cat(slot[t][lane] for t in range(T)).any()
                                      for lane in range(P)))
         silent = Signal(P)
         m.d.comb += silent.eq(lane_mask(src, f_grp) & ~slot_live)
-        with m.If(lin_on & (last_capture | fill_full)):
-            with m.If(e_free):
-                m.d.sync += [e_full.eq(1), e_words.eq(slot), e_mask.eq(slot_live),
-                             e_grp.eq(f_grp), e_pln.eq(f_pln), e_row.eq(f_row),
-                             e_last.eq(f_last), fill_full.eq(0),
-                             scan_skipped.eq(scan_skipped +
-                                             sum(silent[lane] for lane in range(P)))]
-            with m.Else():
-                m.d.sync += fill_full.eq(1)
+        with m.If(fill_move):
+            m.d.sync += [e_full.eq(1), e_words.eq(slot), e_mask.eq(slot_live),
+                         e_grp.eq(f_grp), e_pln.eq(f_pln), e_row.eq(f_row), e_last.eq(f_last),
+                         scan_skipped.eq(scan_skipped + sum(silent[lane] for lane in range(P)))]
 
         # --------------------------------- engine drain -> LIF / readout (post unit)
         # One LIF beat a cycle in two stages. A holds an engine beat (group a_g of timestep
@@ -579,8 +588,7 @@ class Accelerator(wiring.Component):
                         k = g * P + lane
                         m.d.sync += readout_sums[k].eq(readout_sums[k] + cur[lane])
         with m.If(~lin_on):
-            m.d.sync += [a_valid.eq(0), b_valid.eq(0), e_full.eq(0), fill_full.eq(0),
-                         p_loading.eq(0)]
+            m.d.sync += [a_valid.eq(0), b_valid.eq(0), e_full.eq(0), p_loading.eq(0)]
 
         # ------------------------------------------------ LIF spikes -> destination
         w_tok = Signal(16)
@@ -655,12 +663,12 @@ class Accelerator(wiring.Component):
             reads = 3 * Gd
             ar_k = Signal(range(reads))
             ar_done = Signal()           # every row of the head issued
-            ar_got, ar_last, row_in, track_rows = slot_reads(reads, "rows")
-            rows_full = Signal()         # a complete row waits for the output register
+            ar_got, row_in, track_rows, hand_off_rows = slot_reads(reads, "rows")
             row_out = Signal(data.ArrayLayout(P, reads))
             row_valid = Signal()
             out_free = ~row_valid | attn.i.ready
-            ar_issue = ar_on & ~ar_done & ~rows_full & ~(ar_last & ~out_free)
+            rows_room, rows_move, rows_waiting = hand_off_rows(ar_on, out_free)
+            ar_issue = ar_on & ~ar_done & rows_room
             which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
             gi = ar_k[:exact_log2(Gd)] if Gd > 1 else 0
             with m.If(ar_issue):
@@ -683,13 +691,11 @@ class Accelerator(wiring.Component):
                              attn.i.payload.v.eq(Cat(row_out[2 * Gd + k] for k in range(Gd)))]
                 with m.If(attn.i.ready):
                     m.d.sync += row_valid.eq(0)
-                with m.If((ar_last | rows_full) & out_free):
-                    m.d.sync += [row_out.eq(row_in), row_valid.eq(1), rows_full.eq(0)]
-                with m.Elif(ar_last):
-                    m.d.sync += rows_full.eq(1)
-            ar_idle = ar_done & ~ar_got & ~rows_full & ~row_valid
+                with m.If(rows_move):
+                    m.d.sync += [row_out.eq(row_in), row_valid.eq(1)]
+            ar_idle = ar_done & ~ar_got & ~rows_waiting & ~row_valid
             with m.If(~ar_on):
-                m.d.sync += [ar_got.eq(0), rows_full.eq(0), row_valid.eq(0)]
+                m.d.sync += [ar_got.eq(0), row_valid.eq(0)]
 
         # ----------------------------------------------------------- the sequencer
         run_cycle = Signal()
