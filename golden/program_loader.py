@@ -626,24 +626,36 @@ def loader_cycles(loaded, cfg: AcceleratorConfig) -> int:
     return _rtl_cycles(loaded, cfg)
 
 
-# RTL ProgramLoader timing (rtl/program_loader.py): one byte a cycle, read data a cycle late.
-HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 49, 25, 8, 5
+# RTL ProgramLoader timing (rtl/program_loader.py): one byte issued a cycle, used two cycles
+# later (the synchronous read port, then the `byte_q` register), so a fetch (CRC pass, buffer
+# entry, op descriptor) uses its last byte 2 cycles after issuing it. A copied element is
+# assembled into a register then and range-checked/lane-packed a cycle later; a copy ends
+# (leaves COPY or sets up the bias copy) 4 cycles after its last issue.
+HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 50, 25, 8, 5
+BUF_FETCH = 10              # 8 bytes issued, the last used 2 cycles later
+FETCH_DRAIN = 2             # CRC pass: cycles after the last issue until the last byte is used
+COPY_DRAIN = 4              # a copy: cycles after its last issue until it ends
+
+
+def _copy_cycles(columns, real, bytes_per, slots) -> int:
+    """One copy (weights or biases): `columns` of `slots` slots, `real` of them elements of
+    `bytes_per` bytes, one issue a cycle (a byte or a padding slot), then the drain."""
+    if not (slots and columns):
+        return 1
+    return columns * (real * bytes_per + slots - real) + COPY_DRAIN
 
 
 def _rtl_cycles(loaded: LoadedProgram, cfg: AcceleratorConfig) -> int:
     size = len(loaded.program.to_bytes())
-    cycles = 1 + (size + 2) + HEADER_CHECKS + 1        # size check, CRC pass, header, setup
-    per_buffer = 9 + 2 + cfg.max_tokens.bit_length() + 1 + 8 + 1   # fetch, checks, 2 muls, write
+    cycles = 1 + (size + 1 + FETCH_DRAIN) + HEADER_CHECKS + 1   # size, CRC pass, header, setup
+    per_buffer = BUF_FETCH + 2 + cfg.max_tokens.bit_length() + 1 + 8 + 1   # fetch, checks, muls
     cycles += len(loaded.buffers) * per_buffer + 1
     for op, e in zip(loaded.program.ops, loaded.ops):
         cycles += OP_FETCH + OP_CHECKS + OP_MUL + OP_READ + 1
         if op.op in (Op.LINEAR, Op.READOUT):
             bpw = 1 if op.weight_bits <= 8 else 2
-            slots = e.groups * cfg.lanes
-            cycles += 1 if not (slots and op.n_in) else \
-                op.n_in * (op.n_out * bpw + slots - op.n_out) + 2
+            cycles += _copy_cycles(op.n_in, op.n_out, bpw, e.groups * cfg.lanes)
             if op.bias_rows:
-                slots = e.ngroups * cfg.lanes
                 neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
-                cycles += 1 if not slots else op.bias_rows * (neurons * 4 + slots - neurons) + 2
+                cycles += _copy_cycles(op.bias_rows, neurons, 4, e.ngroups * cfg.lanes)
     return cycles + 1 + 1 + 1                           # end of ops, output checks, done

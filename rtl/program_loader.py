@@ -2,7 +2,12 @@
 `spikeforge.golden.program_loader.program_loader` (the spec: tables, layouts, reason codes).
 
 After a `start` pulse the loader reads the program memory one byte per cycle through the
-caller's synchronous read port (`prog_addr`/`prog_en` -> `prog_data` a cycle later):
+caller's synchronous read port (`prog_addr`/`prog_en` -> `prog_data` a cycle later). For
+ECP5 timing (`prog_data` comes straight from a block RAM, ~5.8 ns clock-to-out) `prog_data`
+feeds only a register, `byte_q`, so a byte issued in cycle t is used in t+2: the CRC, the
+header/table captures and the element assembly see `byte_q` with its tags `q_*` (the issue
+tags `a_*` a cycle later). A copied element is assembled into `value_q` (t+2), range-checked
+and lane-packed from that register (t+3; `w_data`/`b_data` are registered from there).
   1. CRC-32 (zlib) over `size` bytes (the CRC field counted as zero), capturing the header;
   2. header checks (magic, version, size, CRC, T and table counts of this build);
   3. the buffer table: checks, activation placement, one `buf_en` write per buffer;
@@ -114,14 +119,25 @@ class ProgramLoader(wiring.Component):
         braw = Signal(BUF_BYTES * 8)
         oraw = Signal(OP_USED_BYTES * 8)
         cnt = Signal(6)                       # bytes issued in a fetch
-        a_valid = Signal()                    # a byte arrives on prog_data this cycle
-        a_pos = Signal(6)
-        a_zero = Signal()                     # CRC phase: byte of the CRC field
-        a_hdr = Signal()
+        # issue tags (a_*: the byte is on prog_data this cycle) and the same tags a cycle
+        # later (q_*: the byte is in byte_q, where every consumer takes it)
+        a_valid, q_valid = Signal(), Signal()
+        a_pos, q_pos = Signal(6), Signal(6)
+        a_zero, q_zero = Signal(), Signal()   # CRC phase: byte of the CRC field
+        a_hdr, q_hdr = Signal(), Signal()
+        a_pad, q_pad = Signal(), Signal()     # copy: padding slot (no byte read)
+        a_last, q_last = Signal(), Signal()   # copy: last byte of the element
+        a_k, q_k = Signal(2), Signal(2)       # copy: byte index in the element
+        byte_q = Signal(8, reset_less=True)   # a plain register: no reset mux either
         reason = Signal(8)
         m.d.comb += self.reason.eq(reason)
         m.d.sync += [a_valid.eq(0), self.w_en.eq(0), self.b_en.eq(0), self.buf_en.eq(0),
                      self.op_en.eq(0)]
+        # the only use of prog_data: a plain register (no logic from the block RAM output)
+        m.d.sync += byte_q.eq(self.prog_data)
+        for a, q in ((a_valid, q_valid), (a_pos, q_pos), (a_zero, q_zero), (a_hdr, q_hdr),
+                     (a_pad, q_pad), (a_last, q_last), (a_k, q_k)):
+            m.d.sync += q.eq(a)
 
         def hfield(off, n):
             return hdr[off * 8:(off + n) * 8]
@@ -268,9 +284,11 @@ class ProgramLoader(wiring.Component):
         c_stride, c_colstep = Signal(34), Signal(34)
         c_el, c_colbase = Signal(34), Signal(34)
         c_lo, c_hi = Signal(signed(32)), Signal(signed(32))
-        a_pad, a_last = Signal(), Signal()
-        a_k = Signal(2)
         eb = Signal(24)                       # bytes 0..2 of the element being read
+        value_q = Signal(signed(32))          # an assembled element (v_valid), or 0 for a pad
+        v_valid = Signal()
+        c_oob = Signal()                      # an element outside the blob: fail once drained
+        m.d.sync += v_valid.eq(0)
         lanes_r = Signal(32 * P)
         lane_n = Signal(range(P))
         ngroups = Signal(24)
@@ -296,13 +314,20 @@ class ProgramLoader(wiring.Component):
                 half = Signal(signed(18))
                 m.d.comb += half.eq(Const(1, 18) << (o_wbits - 1)[:5])
                 m.d.sync += [c_lo.eq(-half), c_hi.eq(half - 1)]
-            m.d.sync += [c_col.eq(0), c_slot.eq(0), c_k.eq(0), lane_n.eq(0)]
+            m.d.sync += [c_col.eq(0), c_slot.eq(0), c_k.eq(0), lane_n.eq(0), c_oob.eq(0)]
 
-        crc_next = _crc32_byte(m, crc, Mux(a_zero, 0, self.prog_data))
+        crc_next = _crc32_byte(m, crc, Mux(q_zero, 0, byte_q))
 
         def fail(code):
             m.d.sync += reason.eq(code)
             m.next = "FAIL"
+
+        def capture(raw, n):
+            """The arriving byte (byte_q) into byte q_pos of `raw` (bytes n.. are dropped)."""
+            with m.Switch(q_pos):
+                for k in range(n):
+                    with m.Case(k):
+                        m.d.sync += raw[k * 8:k * 8 + 8].eq(byte_q)
 
         with m.FSM():
             with m.State("IDLE"):
@@ -323,15 +348,12 @@ class ProgramLoader(wiring.Component):
                     m.d.sync += [addr.eq(addr + 1), a_valid.eq(1), a_pos.eq(addr[:5]),
                                  a_hdr.eq(addr < HEADER.size),
                                  a_zero.eq((addr >= HEADER.size - 4) & (addr < HEADER.size))]
-                with m.Elif(~a_valid):
+                with m.Elif(~a_valid & ~q_valid):
                     m.next = "H_MAGIC"
-                with m.If(a_valid):
+                with m.If(q_valid):
                     m.d.sync += crc.eq(crc_next)
-                    with m.If(a_hdr):
-                        with m.Switch(a_pos):
-                            for k in range(HEADER.size):
-                                with m.Case(k):
-                                    m.d.sync += hdr[k * 8:k * 8 + 8].eq(self.prog_data)
+                    with m.If(q_hdr):
+                        capture(hdr, HEADER.size)
             hchecks = [
                 (magic != int.from_bytes(MAGIC, "little"), Reason.BAD_MAGIC),
                 (version != VERSION, Reason.BAD_VERSION),
@@ -363,12 +385,9 @@ class ProgramLoader(wiring.Component):
                         issue(addr)
                         m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), a_valid.eq(1),
                                      a_pos.eq(cnt)]
-                    with m.If(a_valid):
-                        with m.Switch(a_pos):
-                            for k in range(6):
-                                with m.Case(k):
-                                    m.d.sync += braw[k * 8:k * 8 + 8].eq(self.prog_data)
-                        with m.If(a_pos == BUF_BYTES - 1):
+                    with m.If(q_valid):
+                        capture(braw, 6)
+                        with m.If(q_pos == BUF_BYTES - 1):
                             m.d.sync += cnt.eq(0)
                             m.next = "B_KIND"
             with m.State("B_KIND"):
@@ -424,12 +443,9 @@ class ProgramLoader(wiring.Component):
                         issue(addr)
                         m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), a_valid.eq(1),
                                      a_pos.eq(cnt)]
-                    with m.If(a_valid):
-                        with m.Switch(a_pos):
-                            for k in range(OP_USED_BYTES):
-                                with m.Case(k):
-                                    m.d.sync += oraw[k * 8:k * 8 + 8].eq(self.prog_data)
-                        with m.If(a_pos == OP_BYTES - 1):
+                    with m.If(q_valid):
+                        capture(oraw, OP_USED_BYTES)
+                        with m.If(q_pos == OP_BYTES - 1):
                             m.d.sync += cnt.eq(0)
                             m.next = "OA_0"
             for k, (cond, code) in enumerate(checks_a):
@@ -498,14 +514,21 @@ class ProgramLoader(wiring.Component):
                         m.d.sync += readouts.eq(2)    # a READOUT not into the output buffer
             # ------------------------------------------------------------ copies
             with m.State("COPY"):
+                # issue (t) -> prog_data (t+1) -> byte_q: assemble into value_q (t+2) ->
+                # range check and lane packing from value_q (t+3)
                 real = c_slot < c_real
                 issuing = (c_col < c_cols) & (c_slots != 0)
                 el_addr = c_el + c_k
                 advance = Signal()
-                with m.If(issuing):
+                busy = a_valid | q_valid | v_valid
+                with m.If(c_oob):
+                    # the elements before the one outside the blob are checked first
+                    with m.If(~busy):
+                        fail(Reason.BLOB_RANGE)
+                with m.Elif(issuing):
                     with m.If(real):
                         with m.If(el_addr >= size):
-                            fail(Reason.BLOB_RANGE)
+                            m.d.sync += c_oob.eq(1)
                         with m.Else():
                             issue(el_addr)
                             last = c_k == c_nbytes - 1
@@ -526,28 +549,28 @@ class ProgramLoader(wiring.Component):
                                          c_el.eq(c_colbase + c_colstep)]
                         with m.Else():
                             m.d.sync += c_slot.eq(c_slot + 1)
-                with m.Elif(~a_valid):
+                with m.Elif(~busy):
                     with m.If(~c_bias & (o_brows != 0)):
                         copy_setup(bias=True)
                     with m.Else():
                         m.next = "O_FETCH"
-                # arrival: assemble the little-endian element, range-check, pack lanes
-                byte = self.prog_data
-                value = Signal(signed(32))
-                m.d.comb += value.eq(Mux(a_pad, 0,
-                                     Mux(c_nbytes == 1, byte.as_signed(),
-                                     Mux(c_nbytes == 2, Cat(eb[:8], byte).as_signed(),
-                                         Cat(eb, byte).as_signed()))))
-                with m.If(a_valid & ~a_pad & ~a_last):
-                    with m.Switch(a_k):
+                # stage 1 (byte_q): assemble the little-endian element into value_q
+                with m.If(q_valid & ~q_pad & ~q_last):
+                    with m.Switch(q_k):
                         for k in range(3):
                             with m.Case(k):
-                                m.d.sync += eb[k * 8:k * 8 + 8].eq(byte)
-                with m.If(a_valid & a_last):
-                    with m.If((value < c_lo) | (value > c_hi)):
+                                m.d.sync += eb[k * 8:k * 8 + 8].eq(byte_q)
+                m.d.sync += [v_valid.eq(q_valid & q_last),
+                             value_q.eq(Mux(q_pad, 0,
+                                        Mux(c_nbytes == 1, byte_q.as_signed(),
+                                        Mux(c_nbytes == 2, Cat(eb[:8], byte_q).as_signed(),
+                                            Cat(eb, byte_q).as_signed()))))]
+                # stage 2 (value_q): range check, pack lanes, write a full word
+                with m.If(v_valid):
+                    with m.If((value_q < c_lo) | (value_q > c_hi)):
                         fail(Mux(c_bias, Reason.BIAS_RANGE, Reason.WEIGHT_RANGE))
                     with m.Else():
-                        word = Cat(lanes_r[32:], value)
+                        word = Cat(lanes_r[32:], value_q)
                         m.d.sync += [lanes_r.eq(word), lane_n.eq(lane_n + 1)]
                         with m.If(lane_n == P - 1):
                             m.d.sync += lane_n.eq(0)
