@@ -626,15 +626,23 @@ def loader_cycles(loaded, cfg: AcceleratorConfig) -> int:
     return _rtl_cycles(loaded, cfg)
 
 
-# RTL ProgramLoader timing (rtl/program_loader.py): one byte issued a cycle, used two cycles
-# later (the synchronous read port, then the `byte_q` register), so a fetch (CRC pass, buffer
-# entry, op descriptor) uses its last byte 2 cycles after issuing it. A copied element is
-# assembled into a register then and range-checked/lane-packed a cycle later; a copy ends
-# (leaves COPY or sets up the bias copy) 4 cycles after its last issue.
-HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 50, 25, 8, 5
-BUF_FETCH = 10              # 8 bytes issued, the last used 2 cycles later
-FETCH_DRAIN = 2             # CRC pass: cycles after the last issue until the last byte is used
-COPY_DRAIN = 4              # a copy: cycles after its last issue until it ends
+# RTL ProgramLoader timing (rtl/program_loader.py): one byte issued a cycle through registered
+# prog_addr/prog_en and used three cycles later (the address register, the synchronous read
+# port, then the `byte_q` register), so a fetch (CRC pass, buffer entry, op descriptor) uses
+# its last byte 3 cycles after issuing it. Every check is a registered flag; a check chain
+# (header, op part A, op part B) is loaded with its flags, then checks one a cycle. The header
+# waits 3 cycles for its flags, a buffer 2 for its activation sum and its flag, an op 2 (in
+# O_READ) for its info flags. A copy's walker emits a slot a cycle into an issue stage; an
+# element is assembled into a register, range-checked into a flag a cycle later and
+# lane-packed (or refused) a cycle after that; a copy ends (leaves COPY, for the next op or
+# the bias copy's setup) 7 cycles after its last slot.
+HEADER_CHECKS, OP_FETCH, OP_CHECKS, OP_MUL, OP_READ = 8, 51, 25, 8, 7
+HEADER_WAIT = 3             # H_WAIT0, H_WAIT1, H_LOAD
+BUF_FETCH = 11              # 8 bytes issued, the last used 3 cycles later
+BUF_SUM = 2                 # act_sum, then its ACT_MEMORY flag, settle
+FETCH_DRAIN = 3             # CRC pass: cycles after the last issue until the last byte is used
+COPY_DRAIN = 7              # a copy: cycles after its last slot until it ends
+BIAS_SETUP = 1              # the bias copy is set up in a state of its own
 
 
 def _copy_cycles(columns, real, bytes_per, slots) -> int:
@@ -647,8 +655,10 @@ def _copy_cycles(columns, real, bytes_per, slots) -> int:
 
 def _rtl_cycles(loaded: LoadedProgram, cfg: AcceleratorConfig) -> int:
     size = len(loaded.program.to_bytes())
-    cycles = 1 + (size + 1 + FETCH_DRAIN) + HEADER_CHECKS + 1   # size, CRC pass, header, setup
-    per_buffer = BUF_FETCH + 2 + cfg.max_tokens.bit_length() + 1 + 8 + 1   # fetch, checks, muls
+    cycles = (1 + (size + 1 + FETCH_DRAIN) + HEADER_WAIT + HEADER_CHECKS
+              + 1)                                  # size, CRC pass, header, setup
+    per_buffer = (BUF_FETCH + 2 + cfg.max_tokens.bit_length() + 1 + 8 + BUF_SUM
+                  + 1)      # fetch, checks, muls, sum, write
     cycles += len(loaded.buffers) * per_buffer + 1
     for op, e in zip(loaded.program.ops, loaded.ops):
         cycles += OP_FETCH + OP_CHECKS + OP_MUL + OP_READ + 1
@@ -657,5 +667,6 @@ def _rtl_cycles(loaded: LoadedProgram, cfg: AcceleratorConfig) -> int:
             cycles += _copy_cycles(op.n_in, op.n_out, bpw, e.groups * cfg.lanes)
             if op.bias_rows:
                 neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
-                cycles += _copy_cycles(op.bias_rows, neurons, 4, e.ngroups * cfg.lanes)
+                cycles += BIAS_SETUP + _copy_cycles(op.bias_rows, neurons, 4,
+                                                    e.ngroups * cfg.lanes)
     return cycles + 1 + 1 + 1                           # end of ops, output checks, done

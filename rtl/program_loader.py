@@ -3,11 +3,16 @@
 
 After a `start` pulse the loader reads the program memory one byte per cycle through the
 caller's synchronous read port (`prog_addr`/`prog_en` -> `prog_data` a cycle later). For
-ECP5 timing (`prog_data` comes straight from a block RAM, ~5.8 ns clock-to-out) `prog_data`
-feeds only a register, `byte_q`, so a byte issued in cycle t is used in t+2: the CRC, the
-header/table captures and the element assembly see `byte_q` with its tags `q_*` (the issue
-tags `a_*` a cycle later). A copied element is assembled into `value_q` (t+2), range-checked
-and lane-packed from that register (t+3; `w_data`/`b_data` are registered from there).
+ECP5 timing `prog_addr`/`prog_en` come straight from registers (a byte issued in cycle t is
+addressed in t+1) and `prog_data` (from a block RAM, ~5.8 ns clock-to-out) feeds only a
+register, `byte_q`, so the byte is used in t+3: the CRC, the header/table captures and the
+element assembly see `byte_q` with its tags `q_*` (the issue tags `p_*`, then `a_*`). Every
+check is a registered flag (compares of wide fields registered a stage earlier, derived
+header quantities such as blob_start in registers of their own); a check chain loads its
+flags into a shift register and decides one a cycle from its bit 0. A copy is a register
+walker (the byte address stepped, its counters' compares kept as registered flags) feeding an
+issue stage, where the out-of-blob compare is made; an element is assembled into `value_q`,
+range-checked into `r_bad` a cycle later and lane-packed (or refused) from there.
   1. CRC-32 (zlib) over `size` bytes (the CRC field counted as zero), capturing the header;
   2. header checks (magic, version, size, CRC, T and table counts of this build);
   3. the buffer table: checks, activation placement, one `buf_en` write per buffer;
@@ -121,34 +126,51 @@ class ProgramLoader(wiring.Component):
         cnt = Signal(6)                       # bytes issued in a fetch
         # issue tags (a_*: the byte is on prog_data this cycle) and the same tags a cycle
         # later (q_*: the byte is in byte_q, where every consumer takes it)
-        a_valid, q_valid = Signal(), Signal()
-        a_pos, q_pos = Signal(6), Signal(6)
-        a_zero, q_zero = Signal(), Signal()   # CRC phase: byte of the CRC field
-        a_hdr, q_hdr = Signal(), Signal()
-        a_pad, q_pad = Signal(), Signal()     # copy: padding slot (no byte read)
-        a_last, q_last = Signal(), Signal()   # copy: last byte of the element
-        a_k, q_k = Signal(2), Signal(2)       # copy: byte index in the element
+        # p_*: the address is in the prog_addr register this cycle; a_*: the byte is on
+        # prog_data; q_*: the byte is in byte_q, where every consumer takes it
+        p_valid, a_valid, q_valid = Signal(), Signal(), Signal()
+        p_pos, a_pos, q_pos = Signal(6), Signal(6), Signal(6)
+        p_zero, a_zero, q_zero = Signal(), Signal(), Signal()   # CRC: byte of the CRC field
+        p_hdr, a_hdr, q_hdr = Signal(), Signal(), Signal()
+        p_pad, a_pad, q_pad = Signal(), Signal(), Signal()      # copy: padding slot (no read)
+        p_last, a_last, q_last = Signal(), Signal(), Signal()   # copy: last byte of element
+        p_k, a_k, q_k = Signal(2), Signal(2), Signal(2)         # copy: byte index in element
         byte_q = Signal(8, reset_less=True)   # a plain register: no reset mux either
+        prog_addr = Signal.like(self.prog_addr, reset_less=True)
+        prog_en = Signal()
+        m.d.comb += [self.prog_addr.eq(prog_addr), self.prog_en.eq(prog_en)]
         reason = Signal(8)
         m.d.comb += self.reason.eq(reason)
-        m.d.sync += [a_valid.eq(0), self.w_en.eq(0), self.b_en.eq(0), self.buf_en.eq(0),
-                     self.op_en.eq(0)]
+        m.d.sync += [p_valid.eq(0), prog_en.eq(0), self.w_en.eq(0), self.b_en.eq(0),
+                     self.buf_en.eq(0), self.op_en.eq(0)]
         # the only use of prog_data: a plain register (no logic from the block RAM output)
         m.d.sync += byte_q.eq(self.prog_data)
-        for a, q in ((a_valid, q_valid), (a_pos, q_pos), (a_zero, q_zero), (a_hdr, q_hdr),
-                     (a_pad, q_pad), (a_last, q_last), (a_k, q_k)):
-            m.d.sync += q.eq(a)
+        for p_, a, q in ((p_valid, a_valid, q_valid), (p_pos, a_pos, q_pos),
+                         (p_zero, a_zero, q_zero), (p_hdr, a_hdr, q_hdr),
+                         (p_pad, a_pad, q_pad), (p_last, a_last, q_last), (p_k, a_k, q_k)):
+            m.d.sync += [a.eq(p_), q.eq(a)]
 
         def hfield(off, n):
             return hdr[off * 8:(off + n) * 8]
         magic, version, h_T = hfield(0, 4), hfield(4, 2), hfield(6, 2)
         h_nb, h_no, h_in, h_out = hfield(8, 2), hfield(10, 2), hfield(12, 1), hfield(13, 1)
         h_blob, h_crc = hfield(16, 4), hfield(20, 4)
-        blob_start = Signal(34)
-        m.d.comb += blob_start.eq(HEADER.size + (h_nb << 3) + (h_no << 5) + (h_no << 4))
+        # derived header quantities, registered (free running: the header is final before
+        # the header checks, and these registers settle in time, see H_* below)
+        blob_start, blob_end = Signal(34), Signal(34)
+        m.d.sync += [blob_start.eq(HEADER.size + (h_nb << 3) + (h_no << 5) + (h_no << 4)),
+                     blob_end.eq(blob_start + h_blob)]
 
         def issue(a):
-            m.d.comb += [self.prog_addr.eq(a), self.prog_en.eq(1)]
+            """Issue the fetch byte at `addr` (registered: prog_addr follows `addr`, below)."""
+            assert a is addr
+            m.d.sync += [prog_en.eq(1), p_valid.eq(1)]
+
+        def flag(cond, name):
+            """`cond` as a register: a check reads it a cycle after its inputs settle."""
+            f = Signal(name=name)
+            m.d.sync += f.eq(cond)
+            return f
 
         # ---------------------------------------------------------------- buffer fields
         b_tokens, b_channels = braw[0:16], braw[16:32]
@@ -164,8 +186,8 @@ class ProgramLoader(wiring.Component):
                                          "planes": 8})
         m.submodules.info = info = Memory(shape=info_layout, depth=cfg.max_buffers, init=[])
         info_w, info_r = info.write_port(), info.read_port()
-        buf_i = Signal(16)
-        op_i = Signal(16)
+        buf_i = Signal(range(cfg.max_buffers + 1))
+        op_i = Signal(range(cfg.max_ops + 1))
         act_next = Signal(bits_for(cfg.act_words) + 1)
         written = Signal(cfg.max_buffers)
         # one shared serial multiplier (shift-add, `mb` bits per cycle): small and registered
@@ -211,10 +233,20 @@ class ProgramLoader(wiring.Component):
         bi = [Signal(info_layout, name=f"bi{j}") for j in range(4)]   # src0..2, dst infos
         dinfo = bi[3]
         rd_i = Signal(3)
+        sel = [Signal.like(o_dst, name=f"rd_sel{j}") for j in range(4)]   # info addresses,
+        m.d.sync += [sel[j].eq(Mux(used[j], o_src[j], 0)) for j in range(3)]   # registered
+        m.d.sync += sel[3].eq(o_dst)
+        rd_addr = Signal.like(o_dst)          # the info read address: a register (O_MUL, O_READ)
+        m.d.comb += info_r.addr.eq(rd_addr)
 
-        leak_bad = (o_leak != 0xFF) & (o_leak >= W)
-        theta_bad = (o_theta <= 0) | (o_theta > hi_w)
-        vr_bad = (o_vreset < lo_w) | (o_vreset > hi_w)
+        # compares of descriptor fields, registered before the check flags that use them
+        # (the descriptor is final 6 cycles before the first check)
+        leak_bad = flag((o_leak != 0xFF) & (o_leak >= W), "leak_bad")
+        theta_bad = flag((o_theta <= 0) | (o_theta > hi_w), "theta_bad")
+        vr_bad = flag((o_vreset < lo_w) | (o_vreset > hi_w), "vr_bad")
+        v0_bad = flag((o_v0 < lo_w) | (o_v0 > hi_w), "v0_bad")
+        waddr_bad = flag(o_waddr > h_blob, "waddr_bad")
+        baddr_bad = flag(o_baddr > h_blob, "baddr_bad")
         lif_invalid = (o_width < 2) | ((o_width == W) &
                                        (leak_bad | theta_bad | vr_bad | (o_curw < 2)))
         reset_zero = o_flags[1]
@@ -230,6 +262,8 @@ class ProgramLoader(wiring.Component):
             src_unwritten = src_unwritten | (used[j] & ~(written >> o_src[j])[0])
         no_core = cfg.attn_tokens is None
         attn_tokens = cfg.attn_tokens or 0
+        att_ch = Signal(16)                   # heads * attn_dim, registered (o_heads is final
+        m.d.sync += att_ch.eq(o_heads * cfg.attn_dim)   # long before the op checks)
         checks_a = [
             (~((o_op >= 1) & (o_op <= 4)), Reason.OPCODE),
             (o_nsrc > 3, Reason.SOURCES),
@@ -249,7 +283,7 @@ class ProgramLoader(wiring.Component):
             (is_mat & ((ch[0] != o_nin) | (ch[3] != neurons)), Reason.SHAPE),
             (is_mat & (o_brows != 0) & (o_brows != 1) & (o_brows != tk[3]), Reason.BIAS_ROWS),
             (is_att & ((ch[0] != ch[3]) | (ch[1] != ch[3]) | (ch[2] != ch[3]) |
-                       (o_heads == 0) | (ch[3] != o_heads * cfg.attn_dim) |
+                       (o_heads == 0) | (ch[3] != att_ch) |
                        (tk[3] != attn_tokens)), Reason.ATTN_SHAPE),
             (is_att & ~block_ok, Reason.ATTN_BLOCK),
             (is_att & ((reset_zero != int(cfg.attn_reset == "zero")) | signed_f),
@@ -261,60 +295,131 @@ class ProgramLoader(wiring.Component):
             (is_lin & ((reset_zero != int(cfg.reset == "zero")) |
                        (signed_f != int(cfg.signed_spikes)) | (o_curw > cfg.current_width)),
              Reason.LIF_BUILD),
-            (is_lin & ((o_v0 < lo_w) | (o_v0 > hi_w)), Reason.V0),
+            (is_lin & v0_bad, Reason.V0),
             (is_lin & (o_repeat != 1) & ((o_repeat == 0) | (o_repeat[:lp] != 0)
                                           if lp else (o_repeat == 0)), Reason.REPEAT),
             (is_mat & ((o_nin > cfg.max_in) | (is_lin & (neurons > cfg.max_neurons)) |
                        (is_ro & (neurons > cfg.max_readout))), Reason.SIZE_LIMIT),
             (is_mat & ((o_wbits == 0) | (o_wbits > cfg.weight_width)), Reason.WEIGHT_BITS),
             (is_mat & (bi[0].planes > cfg.max_planes), Reason.PLANES),
-            (is_mat & ((o_waddr > h_blob) | ((o_brows != 0) & (o_baddr > h_blob))),
+            (is_mat & (waddr_bad | ((o_brows != 0) & baddr_bad)),
              Reason.BLOB_RANGE),
         ]
         self.op_check_cycles = len(checks_a) + len(checks_b)
+        # every check is a registered flag, loaded into a check chain (below): the descriptor
+        # is final 6 cycles before OA_CHECK is loaded; the infos and `neurons` two cycles
+        # before OB_CHECK is (see O_READ)
+        checks_a = [(flag(c, f"op_chk_a{k}"), code) for k, (c, code) in enumerate(checks_a)]
+        checks_b = [(flag(c, f"op_chk_b{k}"), code) for k, (c, code) in enumerate(checks_b)]
 
         # ---------------------------------------------------------------- copy engine
+        # A register walker (c_addr stepped, not recomputed) emits one slot a cycle into the
+        # i_* stage; from there the out-of-blob compare decides the registered issue (p_*).
         wptr = Signal(bits_for(cfg.weight_words) + 1)
         bptr = Signal(bits_for(cfg.bias_words) + 1)
         c_bias = Signal()                     # copying biases (else weights)
-        c_cols, c_col = Signal(16), Signal(16)
-        c_real, c_slots, c_slot = Signal(24), Signal(24), Signal(24)
+        c_run = Signal()                      # the walker is emitting slots
+        c_real, c_slots = Signal(24), Signal(24)
+        col_left = Signal(16)                 # down counters (columns, slots, real elements)
+        slot_left = Signal(24)
+        real_left = Signal(24)
+        # registered compares of the counters, kept in step with them (the walker's decisions
+        # come from registers): real_left != 0, slot_left == 1, and their reload values
+        c_realf, c_slot1 = Signal(), Signal()
+        c_real_nz, c_slots1 = Signal(), Signal()
         c_nbytes = Signal(3)
-        c_k = Signal(2)
+        c_k, c_klast = Signal(2), Signal(2)
         c_stride, c_colstep = Signal(34), Signal(34)
-        c_el, c_colbase = Signal(34), Signal(34)
+        c_el, c_colbase, c_addr = Signal(34), Signal(34), Signal(34)
         c_lo, c_hi = Signal(signed(32)), Signal(signed(32))
+        i_valid, i_pad, i_last, i_oob = Signal(), Signal(), Signal(), Signal()
+        i_k = Signal(2)
+        i_addr = Signal(34, reset_less=True)
         eb = Signal(24)                       # bytes 0..2 of the element being read
         value_q = Signal(signed(32))          # an assembled element (v_valid), or 0 for a pad
         v_valid = Signal()
+        r_valid, r_bad = Signal(), Signal()   # value_q a cycle later, its range check done
+        r_value = Signal(signed(32), reset_less=True)
         c_oob = Signal()                      # an element outside the blob: fail once drained
-        m.d.sync += v_valid.eq(0)
+        w_full, b_full = Signal(), Signal()   # wptr >= weight_words, bptr >= bias_words
+        m.d.sync += [v_valid.eq(0), r_valid.eq(0), i_valid.eq(0)]
+        m.d.sync += [r_valid.eq(v_valid), r_value.eq(value_q),
+                     r_bad.eq((value_q < c_lo) | (value_q > c_hi))]
         lanes_r = Signal(32 * P)
         lane_n = Signal(range(P))
         ngroups = Signal(24)
         groups = Signal(24)
         m.d.comb += [ngroups.eq((neurons + (P - 1)) >> lp),
                      groups.eq((o_nout + (P - 1)) >> lp)]
+        # the weight range, registered (o_wbits is final long before a copy is set up)
+        w_half = Signal(18)
+        w_lo, w_hi = Signal(signed(32)), Signal(signed(32))
+        m.d.sync += [w_half.eq(Const(1, 18) << (o_wbits - 1)[:5]),
+                     w_lo.eq(-w_half.as_signed()), w_hi.eq(w_half - 1)]
+
+        w_run = flag((o_nin != 0) & (o_nout != 0), "w_run")     # a copy has any slot
+        b_run = flag((o_brows != 0) & (neurons != 0), "b_run")
 
         def copy_setup(bias):
-            bpw = Mux(o_wbits > 8, 2, 1)
             if bias:
-                m.d.sync += [c_bias.eq(1), c_cols.eq(o_brows), c_real.eq(neurons),
-                             c_slots.eq(ngroups << lp), c_nbytes.eq(4), c_stride.eq(4),
-                             c_colstep.eq(neurons << 2), c_colbase.eq(blob_start + o_baddr),
-                             c_el.eq(blob_start + o_baddr)]
+                cols, real, slots, run = o_brows, neurons, ngroups << lp, b_run
+                start = blob_start + o_baddr
                 lo, hi = signed_range(cfg.bias_width)
-                m.d.sync += [c_lo.eq(lo), c_hi.eq(hi)]
+                m.d.sync += [c_bias.eq(1), c_nbytes.eq(4), c_klast.eq(3), c_stride.eq(4),
+                             c_colstep.eq(neurons << 2), c_lo.eq(lo), c_hi.eq(hi)]
             else:
-                m.d.sync += [c_bias.eq(0), c_cols.eq(o_nin), c_real.eq(o_nout),
-                             c_slots.eq(groups << lp), c_nbytes.eq(bpw),
-                             c_stride.eq(Mux(o_wbits > 8, o_nin << 1, o_nin)),
-                             c_colstep.eq(bpw), c_colbase.eq(blob_start + o_waddr),
-                             c_el.eq(blob_start + o_waddr)]
-                half = Signal(signed(18))
-                m.d.comb += half.eq(Const(1, 18) << (o_wbits - 1)[:5])
-                m.d.sync += [c_lo.eq(-half), c_hi.eq(half - 1)]
-            m.d.sync += [c_col.eq(0), c_slot.eq(0), c_k.eq(0), lane_n.eq(0), c_oob.eq(0)]
+                cols, real, slots, run = o_nin, o_nout, groups << lp, w_run
+                start = blob_start + o_waddr
+                wide = o_wbits > 8
+                m.d.sync += [c_bias.eq(0), c_nbytes.eq(Mux(wide, 2, 1)), c_klast.eq(wide),
+                             c_stride.eq(Mux(wide, o_nin << 1, o_nin)),
+                             c_colstep.eq(Mux(wide, 2, 1)), c_lo.eq(w_lo), c_hi.eq(w_hi)]
+            m.d.sync += [c_real.eq(real), c_slots.eq(slots), col_left.eq(cols),
+                         slot_left.eq(slots), real_left.eq(real),
+                         c_realf.eq(real != 0), c_real_nz.eq(real != 0),
+                         c_slot1.eq(slots == 1), c_slots1.eq(slots == 1),
+                         c_colbase.eq(start), c_el.eq(start), c_addr.eq(start),
+                         c_run.eq(run),
+                         c_k.eq(0), lane_n.eq(0), c_oob.eq(0)]
+
+        # walker: slot order per column = `c_real` elements (c_nbytes bytes each, c_stride
+        # apart), then padding up to `c_slots`; columns `c_colstep` apart
+        with m.If(c_run):
+            advance = Signal()
+            m.d.sync += i_valid.eq(1)
+            with m.If(c_realf):
+                last = c_k == c_klast
+                m.d.sync += [i_pad.eq(0), i_k.eq(c_k), i_last.eq(last), i_addr.eq(c_addr),
+                             i_oob.eq(c_addr >= size)]
+                with m.If(last):
+                    m.d.sync += [c_k.eq(0), c_el.eq(c_el + c_stride), c_addr.eq(c_el + c_stride),
+                                 real_left.eq(real_left - 1), c_realf.eq(real_left != 1)]
+                    m.d.comb += advance.eq(1)
+                with m.Else():
+                    m.d.sync += [c_k.eq(c_k + 1), c_addr.eq(c_addr + 1)]
+            with m.Else():
+                m.d.sync += [i_pad.eq(1), i_last.eq(1)]
+                m.d.comb += advance.eq(1)
+            with m.If(advance):
+                with m.If(c_slot1):
+                    nxt = c_colbase + c_colstep
+                    m.d.sync += [slot_left.eq(c_slots), real_left.eq(c_real),
+                                 c_realf.eq(c_real_nz), c_slot1.eq(c_slots1),
+                                 col_left.eq(col_left - 1), c_colbase.eq(nxt), c_el.eq(nxt),
+                                 c_addr.eq(nxt)]
+                    with m.If(col_left == 1):
+                        m.d.sync += c_run.eq(0)
+                with m.Else():
+                    m.d.sync += [slot_left.eq(slot_left - 1), c_slot1.eq(slot_left == 2)]
+        # i_* -> the registered issue: an element byte outside the blob stops the walker
+        with m.If(i_valid & ~c_oob):
+            with m.If(~i_pad & i_oob):
+                m.d.sync += [c_oob.eq(1), c_run.eq(0)]
+            with m.Else():
+                m.d.sync += [p_valid.eq(1), p_pad.eq(i_pad), p_last.eq(i_last), p_k.eq(i_k),
+                             prog_en.eq(~i_pad)]
+        # the read address: the copy's (i_addr) or the fetch's (addr); only used with prog_en
+        m.d.sync += prog_addr.eq(Mux(i_valid, i_addr, addr))
 
         crc_next = _crc32_byte(m, crc, Mux(q_zero, 0, byte_q))
 
@@ -329,6 +434,54 @@ class ProgramLoader(wiring.Component):
                     with m.Case(k):
                         m.d.sync += raw[k * 8:k * 8 + 8].eq(byte_q)
 
+        hchecks = [
+            (magic != int.from_bytes(MAGIC, "little"), Reason.BAD_MAGIC),
+            (version != VERSION, Reason.BAD_VERSION),
+            (size != blob_end, Reason.BAD_SIZE),
+            ((crc ^ 0xFFFFFFFF) != h_crc, Reason.BAD_CRC),
+            (h_T != T, Reason.TIMESTEPS),
+            (h_nb > cfg.max_buffers, Reason.TOO_MANY_BUFFERS),
+            (h_no > cfg.max_ops, Reason.TOO_MANY_OPS),
+            ((h_in >= h_nb) | (h_out >= h_nb), Reason.BUFFER_ID),
+        ]
+        # registered flags: the header and the CRC are final from H_WAIT0, so their flags are
+        # valid from H_WAIT1; blob_start and blob_end settle a cycle each later, so the size
+        # flag is valid in H_LOAD, where the chain is loaded
+        hchecks = [(flag(c, f"hdr_chk{k}"), code) for k, (c, code) in enumerate(hchecks)]
+        # registered flags: bytes 0..5 of the entry are final 2 cycles before B_KIND
+        b_size_bad = flag((b_tokens > cfg.max_tokens) | (b_channels > cfg.max_channels) |
+                          ((b_kind == BufKind.UINT) & (b_bits < 1)) |
+                          ((b_kind == BufKind.INT) & ((b_bits < 2) | (b_bits > 32))),
+                          "b_size_bad")
+        b_in_int = flag((buf_i == h_in) & (b_kind == BufKind.INT), "b_in_int")
+        act_sum = Signal.like(act_next)
+        m.d.sync += act_sum.eq(act_next + mp)
+        act_bad = flag(act_sum > cfg.act_words, "act_bad")
+
+        # a check chain (header, op part A, op part B): its flags loaded into `pend` (with their
+        # codes and a last-check marker) the cycle before, then one check a cycle in order,
+        # each decided by a register bit
+        n_chk = max(len(hchecks), len(checks_a), len(checks_b))
+        pend, plast = Signal(n_chk), Signal(n_chk)
+        pcode = Signal(8 * n_chk)
+
+        def chain_load(checks):
+            m.d.sync += [pend.eq(Cat(f for f, _ in checks)),
+                         pcode.eq(Cat(Const(int(code), 8) for _, code in checks)),
+                         plast.eq(1 << (len(checks) - 1))]
+
+        def chain_state(name, then, on_pass=lambda: None):
+            with m.State(name):
+                m.d.sync += [pend.eq(pend >> 1), plast.eq(plast >> 1), pcode.eq(pcode >> 8)]
+                with m.If(pend[0]):
+                    fail(pcode[:8])
+                with m.Elif(plast[0]):
+                    on_pass()
+                    m.next = then
+
+        crc_left = Signal(32)                 # bytes of the CRC pass still to issue
+        crc_more = Signal()                   # crc_left != 0
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -340,51 +493,46 @@ class ProgramLoader(wiring.Component):
                 with m.Elif(size < HEADER.size):
                     fail(Reason.TOO_SHORT)
                 with m.Else():
-                    m.d.sync += [addr.eq(0), crc.eq(0xFFFFFFFF)]
+                    m.d.sync += [addr.eq(0), crc.eq(0xFFFFFFFF), crc_left.eq(size),
+                                 crc_more.eq(1)]          # size >= HEADER.size here
                     m.next = "CRC"
             with m.State("CRC"):
-                with m.If(addr < size):
+                with m.If(crc_more):
                     issue(addr)
-                    m.d.sync += [addr.eq(addr + 1), a_valid.eq(1), a_pos.eq(addr[:5]),
-                                 a_hdr.eq(addr < HEADER.size),
-                                 a_zero.eq((addr >= HEADER.size - 4) & (addr < HEADER.size))]
-                with m.Elif(~a_valid & ~q_valid):
-                    m.next = "H_MAGIC"
+                    m.d.sync += [addr.eq(addr + 1), crc_left.eq(crc_left - 1),
+                                 crc_more.eq(crc_left != 1), p_pos.eq(addr[:5]),
+                                 p_hdr.eq(addr < HEADER.size),
+                                 p_zero.eq((addr >= HEADER.size - 4) & (addr < HEADER.size))]
+                with m.Elif(~p_valid & ~a_valid & ~q_valid):
+                    m.next = "H_WAIT0"
                 with m.If(q_valid):
                     m.d.sync += crc.eq(crc_next)
                     with m.If(q_hdr):
                         capture(hdr, HEADER.size)
-            hchecks = [
-                (magic != int.from_bytes(MAGIC, "little"), Reason.BAD_MAGIC),
-                (version != VERSION, Reason.BAD_VERSION),
-                (size != blob_start + h_blob, Reason.BAD_SIZE),
-                ((crc ^ 0xFFFFFFFF) != h_crc, Reason.BAD_CRC),
-                (h_T != T, Reason.TIMESTEPS),
-                (h_nb > cfg.max_buffers, Reason.TOO_MANY_BUFFERS),
-                (h_no > cfg.max_ops, Reason.TOO_MANY_OPS),
-                ((h_in >= h_nb) | (h_out >= h_nb), Reason.BUFFER_ID),
-            ]
-            names = ["H_MAGIC"] + [f"H_{k}" for k in range(1, len(hchecks))] + ["B_START"]
-            for k, (cond, code) in enumerate(hchecks):
-                with m.State(names[k]):
-                    with m.If(cond):
-                        fail(code)
-                    with m.Else():
-                        m.next = names[k + 1]
+            # the header and the CRC are final here; their flags settle a cycle later,
+            # blob_start/blob_end/the size flag a cycle each after that
+            with m.State("H_WAIT0"):
+                m.next = "H_WAIT1"
+            with m.State("H_WAIT1"):
+                m.next = "H_LOAD"
+            with m.State("H_LOAD"):
+                chain_load(hchecks)
+                m.next = "H_CHECK"
+            chain_state("H_CHECK", "B_START")
             with m.State("B_START"):
                 m.d.sync += [addr.eq(HEADER.size), buf_i.eq(0), act_next.eq(0), cnt.eq(0),
                              written.eq((Const(1, cfg.max_buffers) << h_in)[:cfg.max_buffers]), readouts.eq(0), wptr.eq(0), bptr.eq(0),
+                             w_full.eq(cfg.weight_words == 0), b_full.eq(cfg.bias_words == 0),
                              op_i.eq(0)]
                 m.next = "B_FETCH"
             # ------------------------------------------------------------ buffer table
             with m.State("B_FETCH"):
-                with m.If(buf_i == h_nb):
+                with m.If(buf_i == h_nb[:len(buf_i)]):    # h_nb <= max_buffers (H_5)
                     m.next = "O_FETCH"
                 with m.Else():
                     with m.If(cnt < BUF_BYTES):
                         issue(addr)
-                        m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), a_valid.eq(1),
-                                     a_pos.eq(cnt)]
+                        m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), p_pos.eq(cnt)]
                     with m.If(q_valid):
                         capture(braw, 6)
                         with m.If(q_pos == BUF_BYTES - 1):
@@ -396,9 +544,7 @@ class ProgramLoader(wiring.Component):
                 with m.Else():
                     m.next = "B_SIZE"
             with m.State("B_SIZE"):
-                with m.If((b_tokens > cfg.max_tokens) | (b_channels > cfg.max_channels) |
-                          ((b_kind == BufKind.UINT) & (b_bits < 1)) |
-                          ((b_kind == BufKind.INT) & ((b_bits < 2) | (b_bits > 32)))):
+                with m.If(b_size_bad):
                     fail(Reason.BUFFER_SIZE)
                 with m.Else():
                     mul_start(cgroups, b_tokens)
@@ -410,11 +556,15 @@ class ProgramLoader(wiring.Component):
                 mul_start(mp, planes)
                 m.next = "B_MUL2"
             with m.State("B_MUL2"):
-                mul_step(8, "B_WRITE")
+                mul_step(8, "B_SUM")
+            with m.State("B_SUM"):                 # act_sum settles
+                m.next = "B_SUM2"
+            with m.State("B_SUM2"):                # act_bad settles
+                m.next = "B_WRITE"
             with m.State("B_WRITE"):
-                with m.If(act_next + mp > cfg.act_words):
+                with m.If(act_bad):
                     fail(Reason.ACT_MEMORY)
-                with m.Elif((buf_i == h_in) & (b_kind == BufKind.INT)):
+                with m.Elif(b_in_int):
                     fail(Reason.INPUT_KIND)
                 with m.Else():
                     m.d.sync += [
@@ -423,7 +573,7 @@ class ProgramLoader(wiring.Component):
                         self.buf_data.kind.eq(b_kind), self.buf_data.bits.eq(b_bits),
                         self.buf_data.planes.eq(planes), self.buf_data.cgroups.eq(cgroups),
                         self.buf_data.base.eq(Mux(b_kind == BufKind.INT, 0, act_next)),
-                        act_next.eq(act_next + mp), buf_i.eq(buf_i + 1)]
+                        act_next.eq(act_sum), buf_i.eq(buf_i + 1)]
                     m.d.comb += [info_w.en.eq(1), info_w.addr.eq(buf_i),
                                  info_w.data.tokens.eq(b_tokens),
                                  info_w.data.channels.eq(b_channels),
@@ -436,51 +586,38 @@ class ProgramLoader(wiring.Component):
                     m.next = "B_FETCH"
             # ------------------------------------------------------------ ops
             with m.State("O_FETCH"):
-                with m.If(op_i == h_no):
+                with m.If(op_i == h_no[:len(op_i)]):      # h_no <= max_ops (H_6)
                     m.next = "FINAL"
                 with m.Else():
                     with m.If(cnt < OP_BYTES):
                         issue(addr)
-                        m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), a_valid.eq(1),
-                                     a_pos.eq(cnt)]
+                        m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), p_pos.eq(cnt)]
                     with m.If(q_valid):
                         capture(oraw, OP_USED_BYTES)
                         with m.If(q_pos == OP_BYTES - 1):
                             m.d.sync += cnt.eq(0)
-                            m.next = "OA_0"
-            for k, (cond, code) in enumerate(checks_a):
-                with m.State(f"OA_{k}"):
-                    with m.If(cond):
-                        fail(code)
-                    with m.Else():
-                        if k + 1 < len(checks_a):
-                            m.next = f"OA_{k + 1}"
-                        else:
-                            mul_start(o_nout, Mux(is_lin, o_repeat, 1))
-                            m.next = "O_MUL"
+                            chain_load(checks_a)      # the flags settled long ago
+                            m.next = "OA_CHECK"
+            chain_state("OA_CHECK", "O_MUL",
+                        lambda: mul_start(o_nout, Mux(is_lin, o_repeat, 1)))
             with m.State("O_MUL"):
                 mul_step(8, "O_READ")
-                m.d.sync += rd_i.eq(0)
+                m.d.sync += [rd_i.eq(0), rd_addr.eq(sel[0])]
             with m.State("O_READ"):
                 # src0, src1, src2, dst infos through the synchronous read port
-                sel = [Mux(used[j], o_src[j], 0) for j in range(3)] + [o_dst]
                 with m.Switch(rd_i):
-                    for j in range(4):
+                    for j in range(3):
                         with m.Case(j):
-                            m.d.comb += info_r.addr.eq(sel[j])
+                            m.d.sync += rd_addr.eq(sel[j + 1])
                 with m.Switch(rd_i):
                     for j in range(1, 5):
                         with m.Case(j):
                             m.d.sync += bi[j - 1].eq(info_r.data)
                 m.d.sync += [rd_i.eq(rd_i + 1), neurons.eq(mp)]
-                with m.If(rd_i == 4):
-                    m.next = "OB_0"
-            for k, (cond, code) in enumerate(checks_b):
-                with m.State(f"OB_{k}"):
-                    with m.If(cond):
-                        fail(code)
-                    with m.Else():
-                        m.next = f"OB_{k + 1}" if k + 1 < len(checks_b) else "O_WRITE"
+                with m.If(rd_i == 6):             # the last info's flags settle in cycle 6
+                    chain_load(checks_b)
+                    m.next = "OB_CHECK"
+            chain_state("OB_CHECK", "O_WRITE")
             with m.State("O_WRITE"):
                 d = self.op_data
                 lif = [d.flags.eq(Cat(signed_f, reset_zero)), d.leak.eq(o_leak),
@@ -514,46 +651,19 @@ class ProgramLoader(wiring.Component):
                         m.d.sync += readouts.eq(2)    # a READOUT not into the output buffer
             # ------------------------------------------------------------ copies
             with m.State("COPY"):
-                # issue (t) -> prog_data (t+1) -> byte_q: assemble into value_q (t+2) ->
-                # range check and lane packing from value_q (t+3)
-                real = c_slot < c_real
-                issuing = (c_col < c_cols) & (c_slots != 0)
-                el_addr = c_el + c_k
-                advance = Signal()
-                busy = a_valid | q_valid | v_valid
+                # walker (t) -> i_* (t+1) -> prog_addr/prog_en (t+2) -> prog_data (t+3) ->
+                # byte_q: assemble into value_q (t+4) -> range check into r_bad (t+5) ->
+                # lane packing or refusal (t+6)
+                drain = i_valid | p_valid | a_valid | q_valid | v_valid | r_valid
                 with m.If(c_oob):
                     # the elements before the one outside the blob are checked first
-                    with m.If(~busy):
+                    with m.If(~drain):
                         fail(Reason.BLOB_RANGE)
-                with m.Elif(issuing):
-                    with m.If(real):
-                        with m.If(el_addr >= size):
-                            m.d.sync += c_oob.eq(1)
-                        with m.Else():
-                            issue(el_addr)
-                            last = c_k == c_nbytes - 1
-                            m.d.sync += [a_valid.eq(1), a_pad.eq(0), a_k.eq(c_k),
-                                         a_last.eq(last)]
-                            with m.If(last):
-                                m.d.sync += [c_k.eq(0), c_el.eq(c_el + c_stride)]
-                                m.d.comb += advance.eq(1)
-                            with m.Else():
-                                m.d.sync += c_k.eq(c_k + 1)
-                    with m.Else():
-                        m.d.sync += [a_valid.eq(1), a_pad.eq(1), a_last.eq(1)]
-                        m.d.comb += advance.eq(1)
-                    with m.If(advance):
-                        with m.If(c_slot == c_slots - 1):
-                            m.d.sync += [c_slot.eq(0), c_col.eq(c_col + 1),
-                                         c_colbase.eq(c_colbase + c_colstep),
-                                         c_el.eq(c_colbase + c_colstep)]
-                        with m.Else():
-                            m.d.sync += c_slot.eq(c_slot + 1)
-                with m.Elif(~busy):
-                    with m.If(~c_bias & (o_brows != 0)):
-                        copy_setup(bias=True)
-                    with m.Else():
+                with m.Elif(~c_run & ~drain):
+                    with m.If(c_bias | (o_brows == 0)):
                         m.next = "O_FETCH"
+                    with m.Else():
+                        m.next = "BIAS"
                 # stage 1 (byte_q): assemble the little-endian element into value_q
                 with m.If(q_valid & ~q_pad & ~q_last):
                     with m.Switch(q_k):
@@ -565,30 +675,35 @@ class ProgramLoader(wiring.Component):
                                         Mux(c_nbytes == 1, byte_q.as_signed(),
                                         Mux(c_nbytes == 2, Cat(eb[:8], byte_q).as_signed(),
                                             Cat(eb, byte_q).as_signed()))))]
-                # stage 2 (value_q): range check, pack lanes, write a full word
-                with m.If(v_valid):
-                    with m.If((value_q < c_lo) | (value_q > c_hi)):
+                # stage 3 (r_*): refuse out of range, else pack lanes, write a full word
+                with m.If(r_valid):
+                    with m.If(r_bad):
                         fail(Mux(c_bias, Reason.BIAS_RANGE, Reason.WEIGHT_RANGE))
                     with m.Else():
-                        word = Cat(lanes_r[32:], value_q)
+                        word = Cat(lanes_r[32:], r_value)
                         m.d.sync += [lanes_r.eq(word), lane_n.eq(lane_n + 1)]
                         with m.If(lane_n == P - 1):
                             m.d.sync += lane_n.eq(0)
                             lanes = [word[32 * l:32 * l + 32] for l in range(P)]
                             with m.If(c_bias):
-                                with m.If(bptr >= cfg.bias_words):
+                                with m.If(b_full):
                                     fail(Reason.BIAS_MEMORY)
                                 with m.Else():
                                     m.d.sync += [self.b_en.eq(1), self.b_addr.eq(bptr),
-                                                 bptr.eq(bptr + 1)]
+                                                 bptr.eq(bptr + 1),
+                                                 b_full.eq(bptr >= cfg.bias_words - 1)]
                                     m.d.sync += [self.b_data[l].eq(lanes[l]) for l in range(P)]
                             with m.Else():
-                                with m.If(wptr >= cfg.weight_words):
+                                with m.If(w_full):
                                     fail(Reason.WEIGHT_MEMORY)
                                 with m.Else():
                                     m.d.sync += [self.w_en.eq(1), self.w_addr.eq(wptr),
-                                                 wptr.eq(wptr + 1)]
+                                                 wptr.eq(wptr + 1),
+                                                 w_full.eq(wptr >= cfg.weight_words - 1)]
                                     m.d.sync += [self.w_data[l].eq(lanes[l]) for l in range(P)]
+            with m.State("BIAS"):                  # the bias copy's setup: a state of its own
+                copy_setup(bias=True)
+                m.next = "COPY"
             # ------------------------------------------------------------ finish
             with m.State("FINAL"):
                 with m.If((readouts != 1) | (out_kind != BufKind.INT)):
