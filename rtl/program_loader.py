@@ -124,9 +124,7 @@ class ProgramLoader(wiring.Component):
         braw = Signal(BUF_BYTES * 8)
         oraw = Signal(OP_USED_BYTES * 8)
         cnt = Signal(6)                       # bytes issued in a fetch
-        # issue tags (a_*: the byte is on prog_data this cycle) and the same tags a cycle
-        # later (q_*: the byte is in byte_q, where every consumer takes it)
-        # p_*: the address is in the prog_addr register this cycle; a_*: the byte is on
+        # issue tags: p_*: the address is in the prog_addr register this cycle; a_*: the byte is on
         # prog_data; q_*: the byte is in byte_q, where every consumer takes it
         p_valid, a_valid, q_valid = Signal(), Signal(), Signal()
         p_pos, a_pos, q_pos = Signal(6), Signal(6), Signal(6)
@@ -161,9 +159,8 @@ class ProgramLoader(wiring.Component):
         m.d.sync += [blob_start.eq(HEADER.size + (h_nb << 3) + (h_no << 5) + (h_no << 4)),
                      blob_end.eq(blob_start + h_blob)]
 
-        def issue(a):
+        def issue():
             """Issue the fetch byte at `addr` (registered: prog_addr follows `addr`, below)."""
-            assert a is addr
             m.d.sync += [prog_en.eq(1), p_valid.eq(1)]
 
         def flag(cond, name):
@@ -498,7 +495,7 @@ class ProgramLoader(wiring.Component):
                     m.next = "CRC"
             with m.State("CRC"):
                 with m.If(crc_more):
-                    issue(addr)
+                    issue()
                     m.d.sync += [addr.eq(addr + 1), crc_left.eq(crc_left - 1),
                                  crc_more.eq(crc_left != 1), p_pos.eq(addr[:5]),
                                  p_hdr.eq(addr < HEADER.size),
@@ -531,7 +528,7 @@ class ProgramLoader(wiring.Component):
                     m.next = "O_FETCH"
                 with m.Else():
                     with m.If(cnt < BUF_BYTES):
-                        issue(addr)
+                        issue()
                         m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), p_pos.eq(cnt)]
                     with m.If(q_valid):
                         capture(braw, 6)
@@ -590,7 +587,7 @@ class ProgramLoader(wiring.Component):
                     m.next = "FINAL"
                 with m.Else():
                     with m.If(cnt < OP_BYTES):
-                        issue(addr)
+                        issue()
                         m.d.sync += [addr.eq(addr + 1), cnt.eq(cnt + 1), p_pos.eq(cnt)]
                     with m.If(q_valid):
                         capture(oraw, OP_USED_BYTES)
