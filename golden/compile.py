@@ -208,15 +208,19 @@ class Program:
                                            f"the token count {dst.tokens}")
                     _check_range(self.blob, op.bias_addr, 4 * op.bias_rows * want,
                                  f"{where}: bias")
+                if op.weight_bits < 1:
+                    raise ProgramError(f"{where}: weight_bits must be >= 1")
                 w = self.weights(op)
                 lo, hi = signed_range(op.weight_bits)
                 if w.size and (w.min() < lo or w.max() > hi):
                     raise ProgramError(f"{where}: weights exceed {op.weight_bits} bits")
             elif op.op == Op.ATTENTION:
                 if len({s.channels for s in src} | {dst.channels}) != 1 or \
-                        dst.channels % op.heads:
+                        op.heads < 1 or dst.channels % op.heads:
                     raise ProgramError(f"{where}: q, k, v, output channels must be equal and "
-                                       "divisible by heads")
+                                       f"divisible by heads (heads {op.heads} >= 1)")
+                if op.block < 1:
+                    raise ProgramError(f"{where}: block must be >= 1")
                 if self.timesteps % op.block:
                     raise ProgramError(f"{where}: T={self.timesteps} not a multiple of "
                                        f"block {op.block}")
