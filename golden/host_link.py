@@ -38,7 +38,9 @@ class Cmd(enum.IntEnum):
     RUN = 0x05           # one inference on the input memory -> ops run u32, saturations u32
     STATUS = 0x06        # -> state u8, last error u8, inferences u32
     COUNTERS = 0x07      # -> inferences u32, ops u32, saturations u32
-    RESET = 0x08         # soft reset: clear input, output, status; keep the program
+    RESET = 0x08         # soft reset: clear input, output, status; keep the program.
+                         #    Sent while a RUN executes, it also stops that inference
+                         #    (the RUN answers NACK ABORTED), then resets
     PERF = 0x09          # -> cycles u32, events u32, skipped u32 of the last RUN (0 = not
                          #    modelled: the golden device has no cycle model)
 
@@ -63,6 +65,8 @@ class Error(enum.IntEnum):
     BAD_PROGRAM = 6      # the image fails its own checks (magic, version, CRC-32, ranges)
     TRUNCATED = 7        # the frame stopped before its CRC
     BAD_INPUT = 8        # input values out of the input buffer's range
+    ABORTED = 9          # a RESET arrived while the RUN executed: the inference was stopped
+                         #    (never from the golden device: its RUN takes no time)
 
 
 class State(enum.IntEnum):

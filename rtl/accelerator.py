@@ -27,7 +27,8 @@ space; `golden/accelerator.py` gives the ideal bound they are benched against.
 Activation word `T·w + t` (w: the buffer word of `golden.program_loader`) holds `lanes` bits:
 plane p of channels g·P .. g·P+P-1 at timestep t. A value outside its buffer's range (ADD
 overflow, input out of range, a LIF current wider than the op allows) stops the run with
-BAD_INPUT, as the golden device does; so does `abort`. Stopping soft-resets the cores and
+BAD_INPUT, as the golden device does. `abort` (the port, or the host link's `dev.abort`: a
+RESET frame sent during the RUN) stops it with ABORTED. Stopping soft-resets the cores and
 flushes the engine's accumulators, so the next run is exact.
 """
 
@@ -704,9 +705,13 @@ class Accelerator(wiring.Component):
         lif_sats = lif.sat_count
         attn_sats = attn.sat_count if attn is not None else 0
 
+        fail_code = Signal(4)            # what a stopped run answers
+        abort = self.abort | dev.abort
+
         def abort_check():
             # `abort` stops a run from any of its states (last in the state: it wins)
-            with m.If(self.abort):
+            with m.If(abort):
+                m.d.sync += fail_code.eq(Error.ABORTED)
                 m.next = "FAIL"
 
         with m.FSM(name="seq") as seq:
@@ -720,6 +725,7 @@ class Accelerator(wiring.Component):
                         with m.Case(Cmd.RUN):
                             with m.If(loaded):
                                 m.d.sync += [cycles.eq(0), op_index.eq(0), post_error.eq(0),
+                                             fail_code.eq(Error.BAD_INPUT),
                                              scan_skipped.eq(0),
                                              encoding.eq(1)]
                                 m.d.comb += [engine.clear_counters.eq(1),
@@ -929,7 +935,7 @@ class Accelerator(wiring.Component):
                              ran.eq(1)]
                 m.next = "IDLE"
 
-            # ---- a run stopped: soft-reset the cores, flush the engine, answer BAD_INPUT
+            # ---- a run stopped: soft-reset the cores, flush the engine, answer fail_code
             with m.State("FAIL"):
                 m.d.comb += soft_reset.eq(1)
                 m.d.sync += [ctr.eq(0), eng_groups.eq(engine.groups)]
@@ -945,7 +951,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += [engine.o.ready.eq(1), lif.o.ready.eq(1)]
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(~engine.busy & (ctr > 16)):
-                    m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(Error.BAD_INPUT)]
+                    m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(fail_code)]
                     m.d.sync += [state.eq(State.ERROR), post_done.eq(1)]
                     m.next = "IDLE"
 

@@ -13,6 +13,9 @@ Nothing reaches the device before the CRC checked out, so a refused frame change
 HostLink answers PING itself and owns `last_error` (set by every NACK, cleared by RESET).
 While a command executes and its reply goes out the parser does not read: received bytes
 wait in the `rx_fifo_depth`-byte FIFO and, once it is full, further bytes are dropped.
+One frame is looked for even then: a whole, CRC-correct RESET entering the FIFO while a RUN
+executes raises `abort`, so the RUN stops (NACK ABORTED); the parser then meets that RESET
+in the FIFO and executes it as usual.
 """
 
 from amaranth import C, Cat, Module, Mux, Signal
@@ -42,6 +45,7 @@ def device_signature(addr_width):
         "program_written": Out(1),
         "cmd_start": Out(1), "cmd": Out(4), "load_size": Out(32),
         "cmd_done": In(1), "cmd_error": In(4), "load_info": In(80),
+        "abort": Out(1),                 # a RESET frame arrived while a RUN executes
         "run_ops": In(32), "run_sats": In(32),
         "state": In(2), "inferences": In(32), "ops_total": In(32), "sats_total": In(32),
         "perf_cycles": In(32), "perf_events": In(32), "perf_skipped": In(32),
@@ -75,6 +79,17 @@ def crc16_step(crc, byte):
             x = x ^ bits[k]
         out.append(x)
     return Cat(*out)
+
+
+def _reset_frame_crc(seq):
+    """The CRC of the RESET frame with sequence number `seq` (bytes 08 seq 00 00): affine in
+    `seq` over GF(2), so a constant XOR one constant per set bit, taken from the golden
+    `crc16`."""
+    base = crc16(bytes([Cmd.RESET, 0, 0, 0]))
+    crc = C(base, 16)
+    for k in range(8):
+        crc = crc ^ Mux(seq[k], crc16(bytes([Cmd.RESET, 1 << k, 0, 0])) ^ base, 0)
+    return crc
 
 
 def _const_bytes(data):
@@ -115,6 +130,17 @@ class HostLink(wiring.Component):
         with m.Elif(idle != 0):
             m.d.sync += idle.eq(idle - 1)
         expired = idle == 0
+
+        # RESET during a RUN: the parser waits on the device then, so a watcher keeps the
+        # last 7 bytes that entered the FIFO and raises `abort` while they are a RESET frame
+        window = Signal(56)                           # oldest byte in bits 0..7
+        with m.If(urx.o.valid & urx.o.ready):
+            m.d.sync += window.eq(Cat(window[8:], urx.o.payload))
+        w = [window[8 * k:8 * k + 8] for k in range(7)]
+        is_reset_frame = ((w[0] == SYNC) & (w[1] == Cmd.RESET) & (w[3] == 0) & (w[4] == 0) &
+                          (Cat(w[5], w[6]) == _reset_frame_crc(w[2])))
+        running = Signal()                            # a RUN is with the device
+        m.d.sync += dev.abort.eq(running & is_reset_frame)
 
         # frame buffer: payload bytes wait here until the CRC is known
         m.submodules.frame_buf = buf = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
@@ -327,10 +353,11 @@ class HostLink(wiring.Component):
                 m.d.sync += dev.program_written.eq(space == Space.PROGRAM)
                 ack(0)
             with m.State("LAUNCH"):
-                m.d.sync += dev.cmd_start.eq(1)
+                m.d.sync += [dev.cmd_start.eq(1), running.eq(cmd == Cmd.RUN)]
                 m.next = "WAIT_DONE"
             with m.State("WAIT_DONE"):
                 with m.If(dev.cmd_done):
+                    m.d.sync += running.eq(0)
                     with m.If(dev.cmd_error != 0):
                         nack(dev.cmd_error)
                     with m.Elif(cmd == Cmd.LOAD):

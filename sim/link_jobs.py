@@ -7,7 +7,8 @@ The summary must be JSON-able; arrays are NumPy arrays.
 - `echo` / `silent_read`: raw transport round trips (loopback tests);
 - `ping`, `command`, `write_read`: single commands; `sequence`: several in one run;
 - `run_model`: the one implementation of `spikeforge run` (compile a shipped model, load it,
-  infer held-out digits / PINN grid points, compare with the golden network bit for bit).
+  infer held-out digits / PINN grid points, compare with the golden network bit for bit);
+- `reset_mid_run`: RESET sent during an inference, then the next inference is exact.
 """
 
 from __future__ import annotations
@@ -193,6 +194,32 @@ def run_model(link, model: str, count: int = 20, timesteps: int = 16, *,
     # an older device has no LAYERS space: its READ is refused as out of range
     summary["layer_cycles"] = _optional(link, "layer_cycles", Error.BAD_ADDRESS)
     return summary, arrays
+
+
+def reset_mid_run(link, model: str = "pinn-sin", timesteps: int = 16,
+                  reset_after_s: float = 40e-6, prepared: ModelRun | None = None):
+    """RESET in the middle of an inference, then the next one is exact: load `model`, run
+    its first input to the end, run it again and RESET `reset_after_s` after sending the RUN,
+    then run it once more. Summary: whether the RESET stopped the RUN, the status after it,
+    PERF cycles of the full, the stopped and the final run, and whether both finished
+    outputs equal the golden network's."""
+    run = prepared or prepare_model(model, 1, timesteps)
+    link.load_program(run.program)
+    first = link.infer(run.inputs[0])[0]
+    full = _optional(link, "perf", Error.UNKNOWN_CMD)
+    link.start_run(run.inputs[0])
+    link.transport.pause(reset_after_s)
+    stopped = link.reset()
+    status = link.status()
+    cut = _optional(link, "perf", Error.UNKNOWN_CMD)
+    again = link.infer(run.inputs[0])[0]
+    final = _optional(link, "perf", Error.UNKNOWN_CMD)
+    golden = run.golden[0]
+    return {"model": model, "stopped": stopped, "status_after_reset": status,
+            "cycles": {"full": full and full["cycles"], "stopped": cut and cut["cycles"],
+                       "after": final and final["cycles"]},
+            "first_bit_identical": bool((first == golden).all()),
+            "after_reset_bit_identical": bool((again == golden).all())}, {"output": again}
 
 
 def _optional(link, name: str, refused: Error):

@@ -11,6 +11,7 @@ scheduler with `cocotb.task.resume` and the simulation runs until it completes.
 Timing (all in simulated clock cycles, the clock period `clock_ns` is the bench's):
 - `write(data)` returns once the stop bit of the last byte is on the line (a serial port's
   write + flush), so a read's timeout never counts the host's own transmission;
+- `pause(seconds)` lets `seconds` of simulated time pass (e.g. to RESET mid-RUN);
 - `read(n, timeout_s)` ignores the wall-clock `timeout_s`: it returns once `n` bytes are in
   or when no further byte has completed for `timeout_cycles` cycles (an inter-byte idle
   timeout, so a long reply never times out while it streams in; a silent line returns after
@@ -108,10 +109,17 @@ class CocotbUartTransport:
             self.last_wait_cycles = 0
         return bytes(self.received.popleft() for _ in range(min(n, len(self.received))))
 
+    async def idle(self, seconds: float) -> None:
+        """Leave the line idle for `seconds` of simulated time (whole clock cycles)."""
+        await Timer(max(1, round(seconds * 1e9 / self.clock_ns)) * self.clock_ns, "ns")
+
     # --- blocking API for the driver (call from a cocotb.task.bridge thread) ---
 
     def write(self, data: bytes) -> None:
         resume(self.send)(data)
+
+    def pause(self, seconds: float) -> None:
+        resume(self.idle)(seconds)
 
     def read(self, n: int, timeout_s: float) -> bytes:
         return resume(self.receive)(n)

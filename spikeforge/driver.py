@@ -1,7 +1,8 @@
 """Host driver for the accelerator's host link (golden/host_link.py, docs/host-link.md).
 
-One driver class, `AcceleratorLink`, over a transport with `write(bytes)` and
-`read(n, timeout_s) -> bytes` (fewer bytes on timeout):
+One driver class, `AcceleratorLink`, over a transport with `write(bytes)`,
+`read(n, timeout_s) -> bytes` (fewer bytes on timeout) and `pause(seconds)` (let the device
+work, e.g. before a RESET that stops a RUN):
 - `SerialTransport(port, baud)`: a board on a serial port (pyserial);
 - `GoldenTransport()`: the golden reference device in-process (the program runs on the
   golden interpreter) — the same frames, the same code path.
@@ -12,6 +13,7 @@ NACKs raise `DeviceError` naming the error; a device that does not answer raises
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 
@@ -49,6 +51,9 @@ class GoldenTransport:
     def write(self, data: bytes) -> None:
         self.pending += self.device.feed(data)
 
+    def pause(self, seconds: float) -> None:
+        pass                                  # the golden device takes no time
+
     def read(self, n: int, timeout_s: float) -> bytes:
         if len(self.pending) < n:
             self.pending += self.device.idle(self.device.timeout_bytes)
@@ -72,6 +77,9 @@ class SerialTransport:
         self.port.timeout = timeout_s
         return self.port.read(n)
 
+    def pause(self, seconds: float) -> None:
+        time.sleep(seconds)
+
 
 class AcceleratorLink:
     def __init__(self, transport, timeout_s: float = 2.0):
@@ -80,6 +88,7 @@ class AcceleratorLink:
         self.input_shape: tuple[int, int, int] | None = None
         self.output_shape: tuple[int, int] | None = None
         self.n_ops: int | None = None               # of the loaded program: LAYERS entries
+        self.running: int | None = None             # seq of a RUN sent by start_run
 
     # --- framing ---
 
@@ -92,8 +101,21 @@ class AcceleratorLink:
 
     def command(self, cmd: Cmd, payload: bytes = b"") -> bytes:
         """Send one frame, return the ACK payload; NACK -> DeviceError."""
+        self._refuse_while_running(cmd)
+        return self._reply(cmd, self._send(cmd, payload))
+
+    def _refuse_while_running(self, cmd: Cmd) -> None:
+        if self.running is not None:
+            raise RuntimeError(f"a RUN is in flight: collect it with finish_run() or stop it "
+                               f"with reset() before {cmd.name}")
+
+    def _send(self, cmd: Cmd, payload: bytes = b"") -> int:
         self.seq = (self.seq + 1) & 0xFF
         self.transport.write(encode_frame(int(cmd), self.seq, payload))
+        return self.seq
+
+    def _reply(self, cmd: Cmd, seq: int) -> bytes:
+        """Read the reply to frame `seq` (a `cmd`): the ACK payload; NACK -> DeviceError."""
         while True:                                   # skip noise before the reply's SYNC
             if self._read_exact(1, f"the reply to {cmd.name}")[0] == SYNC:
                 break
@@ -105,8 +127,8 @@ class AcceleratorLink:
         (crc,) = struct.unpack("<H", self._read_exact(2, "the reply CRC"))
         if crc16(body) != crc:
             raise RuntimeError(f"corrupt reply to {cmd.name}: CRC mismatch")
-        if rseq != self.seq:
-            raise RuntimeError(f"reply to sequence {rseq}, expected {self.seq}")
+        if rseq != seq:
+            raise RuntimeError(f"reply to sequence {rseq}, expected {seq}")
         payload = body[4:]
         if rcmd == NACK:
             raise DeviceError(payload[0], payload[1])
@@ -148,6 +170,11 @@ class AcceleratorLink:
     def infer(self, x) -> np.ndarray:
         """One inference on encoded input [T, tokens, channels]; returns the output buffer
         [tokens, channels] (readout sums)."""
+        self.start_run(x)
+        self.finish_run()
+        return self.output()
+
+    def _input_bytes(self, x) -> bytes:
         if self.input_shape is None:
             raise RuntimeError("no program loaded: call load_program first")
         x = np.asarray(x)
@@ -155,8 +182,29 @@ class AcceleratorLink:
             raise ValueError(f"input must have shape {self.input_shape}, got {x.shape}")
         if x.size and (x.min() < -2**15 or x.max() >= 2**15):
             raise ValueError("input values must fit int16")
-        self.write(Space.INPUT, 0, x.astype("<i2").tobytes())
-        self.command(Cmd.RUN)
+        return x.astype("<i2").tobytes()
+
+    def start_run(self, x=None) -> None:
+        """Send RUN (after writing input `x` [T, tokens, channels], if given) without waiting
+        for its reply: collect it with `finish_run()`, or stop the inference with `reset()`."""
+        self._refuse_while_running(Cmd.RUN)
+        if x is not None:
+            self.write(Space.INPUT, 0, self._input_bytes(x))
+        self.running = self._send(Cmd.RUN)
+
+    def finish_run(self) -> dict:
+        """Wait for the RUN sent by `start_run`: ops run and saturations; NACK ->
+        DeviceError (ABORTED when a RESET stopped it)."""
+        if self.running is None:
+            raise RuntimeError("no RUN in flight: call start_run first")
+        seq, self.running = self.running, None
+        ops, saturations = struct.unpack("<II", self._reply(Cmd.RUN, seq))
+        return {"ops": ops, "saturations": saturations}
+
+    def output(self) -> np.ndarray:
+        """The output buffer of the last RUN, [tokens, channels] int64."""
+        if self.output_shape is None:
+            raise RuntimeError("no program loaded: call load_program first")
         n = self.output_shape[0] * self.output_shape[1]
         out = np.frombuffer(self.read(Space.OUTPUT, 0, 4 * n), dtype="<i4")
         return out.astype(np.int64).reshape(self.output_shape)
@@ -185,5 +233,20 @@ class AcceleratorLink:
         data = self.read(Space.LAYERS, 0, 4 * self.n_ops)
         return [int(v) for v in np.frombuffer(data, dtype="<u4")]
 
-    def reset(self) -> None:
-        self.command(Cmd.RESET)
+    def reset(self) -> bool:
+        """RESET: clear input, output and status; the program stays loaded. With a RUN in
+        flight (`start_run`) the device stops that inference first. Returns True when a
+        RUN was stopped (its reply: NACK ABORTED), False when there was none or it had
+        ended before the RESET came (its reply, ACK or another NACK, is dropped: the RESET
+        clears what it left)."""
+        if self.running is None:
+            self.command(Cmd.RESET)
+            return False
+        reset_seq = self._send(Cmd.RESET)
+        try:
+            self.finish_run()
+            stopped = False
+        except DeviceError as e:
+            stopped = e.code == Error.ABORTED
+        self._reply(Cmd.RESET, reset_seq)
+        return stopped

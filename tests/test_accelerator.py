@@ -109,7 +109,7 @@ def test_abort_mid_inference_then_exact():
     cfg = AcceleratorConfig.for_programs(prog, lanes=4)
     x = [np.random.default_rng(3).integers(0, 17, size=(4, 8, 8)) for _ in range(2)]
     got = run_accelerator(Accelerator(cfg), prog.to_bytes(), x, abort_after=(0, 6000))
-    assert got["runs"][0][0] == Error.BAD_INPUT      # the aborted run answers an error
+    assert got["runs"][0][0] == Error.ABORTED        # the aborted run says so
     want = run_program(prog, x[1][None])
     assert got["runs"][1][0] == 0
     assert got["runs"][1][2].tolist() == want.output[0].reshape(-1).tolist()

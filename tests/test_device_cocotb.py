@@ -1,7 +1,8 @@
 """The whole device (rtl/device.py: UART HostLink + Accelerator) in cocotb, driven by the real
 host driver (`AcceleratorLink`) over a simulated UART: the same `run_model` as
 `spikeforge run`. Verilator: refusals, then the shipped spiking PINN bit-identical to the
-golden network on 32 grid points, and one build for the three digits transformers (SSA,
+golden network on 32 grid points and a RESET sent mid-inference (the next inference is
+exact), and one build for the three digits transformers (SSA,
 SDSA, STAtten; 16 lanes) on 20 held-out images each, bit-identical with the golden network:
 the issue's end-to-end proof. Icarus (slow on a design this size): the refusals only.
 Per-op cycles come back through the LAYERS space; each is at least the golden ideal bound."""
@@ -67,13 +68,26 @@ def check_refusals(steps):
     assert state == State.ERROR and last_error == 6          # BAD_PROGRAM
 
 
-def test_device_verilator_refusals_then_pinn_bit_identical():
+def check_reset_mid_run(got):
+    """The RESET stopped the RUN part way (fewer cycles than a whole run), left the device
+    READY without error, and the next run took the whole run's cycles with golden output."""
+    assert got["stopped"] is True
+    assert got["status_after_reset"]["state"] == "READY"
+    assert got["status_after_reset"]["last_error"] is None
+    cycles = got["cycles"]
+    assert 0 < cycles["stopped"] < cycles["full"] == cycles["after"], cycles
+    assert got["first_bit_identical"] and got["after_reset_bit_identical"]
+
+
+def test_device_verilator_refusals_then_pinn_bit_identical_and_reset_mid_run():
     steps = device_job("verilator", REFUSALS + [
         {"job": "run_model", "args": {"model": "pinn-sin", "count": PINN_POINTS,
-                                      "timesteps": PINN_T}}])
+                                      "timesteps": PINN_T}},
+        {"job": "reset_mid_run", "args": {"model": "pinn-sin", "timesteps": PINN_T}}])
     check_refusals(steps[:5])
     check_model_run(steps[5], PINN_POINTS, prepare_model("pinn-sin", PINN_POINTS, PINN_T), 4)
     assert steps[5]["max_abs_error_vs_analytic"] < 0.02
+    check_reset_mid_run(steps[6])
 
 
 def test_device_verilator_digits_every_attention_bit_identical():

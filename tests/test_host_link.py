@@ -12,7 +12,7 @@ from spikeforge.driver import AcceleratorLink, DeviceError, GoldenTransport, Lin
 from spikeforge.golden import transformer as tf
 from spikeforge.golden.compile import compile_pinn, compile_transformer, pinn_input
 from spikeforge.golden.host_link import (MAX_PAYLOAD, NACK, SYNC, Cmd, Error, FrameParser,
-                                         HostLinkDevice, Space, crc16, encode_frame)
+                                         HostLinkDevice, Space, State, crc16, encode_frame)
 from spikeforge.golden.pinn import convert, eval_grid, load_weights, snn_output_int
 
 
@@ -145,6 +145,55 @@ def test_input_out_of_range_is_refused_and_reset_recovers(ssa):
     link.reset()
     assert link.status()["state"] == "READY"
     assert np.array_equal(link.infer(enc)[0], model.run(enc[None]).logits[0])
+
+
+def test_a_run_in_flight_blocks_other_commands_until_reset(ssa):
+    """start_run sends RUN without waiting; every other command is refused by the driver
+    (the next reply on the line is the RUN's) until finish_run or reset collects it. On the
+    golden device the RUN has finished by then: reset() says it stopped nothing, and the
+    RESET cleared the output."""
+    model, images, _ = ssa
+    link, device = linked()
+    link.load_program(compile_transformer(model))
+    enc = tf.encode_input(images[:1], model.cfg)[0]
+    link.start_run(enc)
+    for call in (link.ping, link.status, lambda: link.start_run(enc), lambda: link.infer(enc)):
+        with pytest.raises(RuntimeError, match="a RUN is in flight"):
+            call()
+    assert link.reset() is False
+    assert link.status() == {"state": "READY", "last_error": None, "inferences": 1}
+    assert len(device.output_mem) == 0
+    with pytest.raises(RuntimeError, match="no RUN in flight"):
+        link.finish_run()
+    assert np.array_equal(link.infer(enc)[0], model.run(enc[None]).logits[0])
+
+
+class StoppingDevice(HostLinkDevice):
+    """A golden device whose RUNs are all stopped by the RESET behind them (as the RTL's,
+    when the RESET arrives while the RUN executes), or fail with `error`."""
+
+    def __init__(self, error=Error.ABORTED):
+        super().__init__()
+        self.error = error
+
+    def _cmd_run(self, payload):
+        self.state = State.ERROR
+        return self.error
+
+
+@pytest.mark.parametrize("error, stopped", [(Error.ABORTED, True), (Error.BAD_INPUT, False)])
+def test_reset_collects_both_replies_of_a_stopped_run(ssa, error, stopped):
+    """reset() during a RUN reads the RUN's reply (NACK ABORTED: stopped; another NACK: the
+    run had ended on its own) and then the RESET's, so the link stays in step."""
+    model, images, _ = ssa
+    link = AcceleratorLink(GoldenTransport(StoppingDevice(error)))
+    link.load_program(compile_transformer(model))
+    link.start_run(tf.encode_input(images[:1], model.cfg)[0])
+    assert link.reset() is stopped
+    assert link.status()["state"] == "READY" and link.ping() == 1
+    link.start_run()
+    with pytest.raises(DeviceError, match=error.name):
+        link.finish_run()
 
 
 def test_driver_times_out_with_a_clear_message():

@@ -66,13 +66,15 @@ class MockDevice:
     """Serves HostLink's device port from a golden HostLinkDevice (its memories and its
     command functions), with `latency` cycles between cmd_start and cmd_done and
     `read_latency` cycles between mem_re and mem_rvalid. `layers=False`: an accelerator
-    without the LAYERS space (layers_size stays 0)."""
+    without the LAYERS space (layers_size stays 0). A RUN watches `dev.abort` while it waits:
+    raised, the RUN stops with ABORTED and does not happen (as the Accelerator's)."""
 
     def __init__(self, latency=3, read_latency=1, perf=None, layers=True):
         self.g = HostLinkDevice(timeout_bytes=TIMEOUT)
         self.latency, self.read_latency, self.layers = latency, read_latency, layers
         self.perf = perf or (lambda g: (0, 0, 0))   # golden: "0 = not modelled"
         self.writes = 0
+        self.aborts = 0
 
     def publish(self, ctx, dev):
         g = self.g
@@ -112,10 +114,18 @@ class MockDevice:
                     ctx.set(dev.mem_rvalid, 0)
                 if start:
                     cmd, size = ctx.get(dev.cmd), ctx.get(dev.load_size)
-                    result = {Cmd.LOAD: lambda: g._cmd_load(struct.pack("<I", size)),
-                              Cmd.RUN: lambda: g._cmd_run(b""),
-                              Cmd.RESET: lambda: g._cmd_reset(b"")}[Cmd(cmd)]()
-                    await ctx.tick().repeat(self.latency)
+                    aborted = False
+                    for _ in range(self.latency):
+                        await ctx.tick()
+                        aborted = aborted or (cmd == Cmd.RUN and ctx.get(dev.abort))
+                    if aborted:
+                        self.aborts += 1
+                        g.state = State.ERROR
+                        result = Error.ABORTED
+                    else:
+                        result = {Cmd.LOAD: lambda: g._cmd_load(struct.pack("<I", size)),
+                                  Cmd.RUN: lambda: g._cmd_run(b""),
+                                  Cmd.RESET: lambda: g._cmd_reset(b"")}[Cmd(cmd)]()
                     if isinstance(result, Error):
                         ctx.set(dev.cmd_error, int(result))
                     else:
@@ -551,6 +561,63 @@ def test_frames_sent_during_a_long_command_are_queued():
         await b.exchange(ctx, request)
         assert [parse(r)[0] for r in (b.replies[-1][:9], b.replies[-1][9:])] == \
             [NACK, Cmd.PING | 0x80]
+    Bench(latency=40 * BYTE).run(script)
+
+
+def load_tiny(b):
+    """WRITE + LOAD the tiny program (both exchanges checked against the golden device)."""
+    image = tiny_program()
+
+    async def steps(ctx):
+        await b.exchange(ctx, write(Space.PROGRAM, 0, image))
+        await b.exchange(ctx, encode_frame(Cmd.LOAD, 1, struct.pack("<I", len(image))))
+    return steps
+
+
+@pytest.mark.parametrize("seq", [0x00, 0x01, 0x80, 0xB7, 0xFF])
+def test_reset_sent_during_a_run_aborts_it_then_resets(seq):
+    """RUN, then at once a RESET (any seq: its CRC depends on it): the RUN stops (NACK
+    ABORTED), then the RESET is executed (ACK), and the device is READY with no error."""
+    async def script(ctx, b):
+        await load_tiny(b)(ctx)
+        request = encode_frame(Cmd.RUN, 3) + encode_frame(Cmd.RESET, seq)
+        await drive_line(ctx, b.dut.rx, request)
+        got = await b.collect(ctx, 9 + 7, 60 * BYTE + 2 * b.mock.latency)
+        assert [parse(got[:9]), parse(got[9:])] == [
+            (NACK, 3, bytes([Cmd.RUN, Error.ABORTED])), (Cmd.RESET | 0x80, seq, b"")]
+        assert b.mock.aborts == 1 and b.mock.g.inferences == 0
+        _, _, status = parse(await b.exchange(ctx, encode_frame(Cmd.STATUS, 4),
+                                              compare=False))
+        assert status[:2] == bytes([State.READY, 0])
+    Bench(latency=40 * BYTE).run(script)
+
+
+@pytest.mark.parametrize("frame", ["bad_crc", "other_command", "reset_with_payload"])
+def test_only_a_whole_reset_frame_aborts_a_run(frame):
+    """A RESET with a flipped CRC bit, a PING, or a RESET with a payload byte (BAD_LENGTH) sent
+    during a RUN do not stop it: the RUN completes as on the golden device, then the frame
+    gets the golden device's answer."""
+    second = {"bad_crc": bytearray(encode_frame(Cmd.RESET, 7)),
+              "other_command": encode_frame(Cmd.PING, 7),
+              "reset_with_payload": encode_frame(Cmd.RESET, 7, b"\0")}[frame]
+    if frame == "bad_crc":
+        second[-1] ^= 0x10
+
+    async def script(ctx, b):
+        await load_tiny(b)(ctx)
+        got = await b.exchange(ctx, encode_frame(Cmd.RUN, 3) + bytes(second))
+        assert parse(got[:15])[0] == Cmd.RUN | 0x80 and b.mock.aborts == 0
+    Bench(latency=40 * BYTE).run(script)
+
+
+def test_a_reset_alone_after_a_run_does_not_abort_the_next_run():
+    """The watcher looks at the last 7 bytes: a RESET executed before a RUN is behind the RUN
+    frame in its window, so the RUN runs to the end."""
+    async def script(ctx, b):
+        await load_tiny(b)(ctx)
+        await b.exchange(ctx, encode_frame(Cmd.RESET, 2))
+        got = await b.exchange(ctx, encode_frame(Cmd.RUN, 3))
+        assert parse(got)[0] == Cmd.RUN | 0x80 and b.mock.aborts == 0
     Bench(latency=40 * BYTE).run(script)
 
 
