@@ -121,6 +121,10 @@ class CocotbUartTransport:
     def pause(self, seconds: float) -> None:
         resume(self.idle)(seconds)
 
+    def timeout_text(self, timeout_s: float) -> str:
+        """How a read times out here, for the driver's LinkTimeout message."""
+        return f"{self.timeout_cycles} idle clock cycles (simulated)"
+
     def read(self, n: int, timeout_s: float) -> bytes:
         return resume(self.receive)(n)
 

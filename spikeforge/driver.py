@@ -95,7 +95,9 @@ class AcceleratorLink:
     def _read_exact(self, n: int, what: str) -> bytes:
         data = self.transport.read(n, self.timeout_s)
         if len(data) != n:
-            raise LinkTimeout(f"no answer from the device within {self.timeout_s} s "
+            # a simulated line times out in clock cycles, not seconds: it says how
+            within = getattr(self.transport, "timeout_text", lambda s: f"{s} s")(self.timeout_s)
+            raise LinkTimeout(f"no answer from the device within {within} "
                               f"(waiting for {what}: got {len(data)} of {n} bytes)")
         return data
 

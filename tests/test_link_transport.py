@@ -148,6 +148,7 @@ def test_host_link_ping_memory_and_refusals(sim):
     assert beyond["error"] == "DeviceError: device refused WRITE: BAD_ADDRESS"
     assert reset["error"].startswith("LinkTimeout: no answer from the device")
     assert "reply to RESET: got 0 of 1 bytes" in reset["error"]
+    assert "within 20000 idle clock cycles (simulated)" in reset["error"]   # not seconds
 
 
 def test_cli_sim_without_rtl_device_is_a_clear_error(monkeypatch, capsys):
