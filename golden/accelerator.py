@@ -4,13 +4,19 @@
 `accelerator_cycles(program, x, cfg)` counts the work the architecture cannot avoid, with
 every unit busy at one beat a cycle and no stall, from the golden interpreter's buffers:
   ENCODE     the int16 input is read from a byte-wide memory: 2 bytes per element.
-  LINEAR /   per token: the source planes are read (cgroups · planes · T words, one a cycle)
-  READOUT    while the engine accumulates every event (a live (channel, plane) pair: its
-             T-bit word is not 0) over the op's unit groups G = ceil(n_out / P), one weight
-             word a cycle: max(reads, events · G). Then the drain, which the engine does not
-             overlap with events: T beats per LIF group (ngroups = neurons / P; READOUT: G),
-             each written through the one write port as the destination's planes (signed
-             spikes: 2). A v0 LOAD pass overlaps the accumulation. Plus PIPELINE_FILL per op.
+  LINEAR /   three units, each one beat a cycle, over the n tokens:
+  READOUT    - the engine accumulates every event of token k (a live (channel, plane) pair:
+               its T-bit word is not 0) over the op's unit groups G = ceil(n_out / P), one
+               weight word a cycle (A_k = events_k · G), then drains the token, T · G beats,
+               never overlapping a drain with events;
+             - the reader reads each token's source planes (R = cgroups · planes · T words);
+             - the LIF side takes W = T beats per LIF group (ngroups = neurons / P; READOUT:
+               G) per token, each written as the destination's planes (signed spikes: 2).
+             The LIF side of token k overlaps the engine's token k + 1 (the drained beats
+             wait in a FIFO), so the bound is the longest of: the engine through every
+             token and the LIF side of the last, Σ A_k + (n - 1) · T · G + W; the first
+             drain, max(A_0, R), then every token's LIF side, n · W; all reads, n · R.
+             A v0 LOAD pass overlaps the accumulation. Plus PIPELINE_FILL per op.
   ATTENTION  per head: the AttentionCore's own bound (`attention_core_cycles`), and at least
              the 3 · T · N · (D / P) row reads that feed it.
   ADD        per (token, group, t): the source planes are read and the destination planes
@@ -70,10 +76,13 @@ def accelerator_cycles(program: Program, x, cfg: AcceleratorConfig) -> dict:
             G = _ceil(op.n_out, P)
             events = linear_events(bufs[op.src[0]], src.kind, src.bits)
             if op.op == Op.LINEAR:
-                drain = T * _ceil(op.n_out * op.repeat, P) * buffer_planes(dst.kind, dst.bits)
+                lif = T * _ceil(op.n_out * op.repeat, P) * buffer_planes(dst.kind, dst.bits)
             else:
-                drain = T * G
-            ops.append(int(sum(max(reads, int(e) * G) + drain for e in events))
+                lif = T * G
+            accumulate = [int(e) * G for e in events]
+            n = len(events)
+            engine = sum(accumulate) + (n - 1) * T * G + lif
+            ops.append(max(engine, max(accumulate[0], reads) + n * lif, n * reads)
                        + PIPELINE_FILL)
         elif op.op == Op.ATTENTION:
             d = dst.channels // op.heads

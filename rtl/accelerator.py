@@ -33,7 +33,7 @@ flushes the engine's accumulators, so the next run is exact.
 """
 
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
-from amaranth.lib import data, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -195,6 +195,23 @@ class Accelerator(wiring.Component):
         tstep = Signal(range(T + 1))
         ctr = Signal(16)
 
+        def held(value, name):
+            """`value`, a function of buffer or op fields (they change only between ops),
+            registered: valid a cycle after the fields are set, before a walker compares
+            with it. Keeps subtractors and shifts out of the walkers' compare paths.
+            Called here, outside any `m.If`, so the register updates on every cycle."""
+            reg = Signal(value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+        # the last index of each buffer dimension and op loop: walkers stop on these
+        src_last, dst_last = ({f: held(getattr(b, f) - 1, f"{n}_{f}_last")
+                               for f in ("planes", "cgroups", "tokens")}
+                              for b, n in ((src, "src"), (dst, "dst")))
+        dst_last_lane = held((dst.channels - 1)[:exact_log2(P)], "dst_last_lane")
+        op_last = {f: held(getattr(op, f) - 1, f"op_{f}_last")
+                   for f in ("repeat", "ngroups", "groups")}
+        per_unit_last = held((op.repeat >> exact_log2(P)) - 1, "per_unit_last")
+
         # Activation addresses without run-time multiplies (they were the critical path):
         # per buffer, registered while the buffers are set (they change only between ops),
         # the address of its word 0, of a channel group (planes·T words) and of a token
@@ -275,7 +292,7 @@ class Accelerator(wiring.Component):
         vals_next = Signal(data.ArrayLayout(VALUE, P))   # ... with this cycle's read data
         lo_byte = Signal(8)
         n0 = src.planes
-        last_lane = Mux(group == dst.cgroups - 1, (dst.channels - 1)[:exact_log2(P)], P - 1) \
+        last_lane = Mux(group == dst_last["cgroups"], dst_last_lane, P - 1) \
             if P > 1 else 0
         n_reads = Signal(8)              # reads of the word being issued
         m.d.comb += n_reads.eq(Mux(encoding, 2 * (last_lane + 1), n0 + src1.planes))
@@ -294,14 +311,14 @@ class Accelerator(wiring.Component):
         in_tc = Signal(range(self.input_bytes + 1))     # input tokens · channels (LOAD)
         enc_t, enc_grp, enc_tok = (Signal(range(self.input_bytes + 1), name=n)
                                    for n in ("enc_t", "enc_grp", "enc_tok"))
-        val_lo, val_hi = Signal(VALUE), Signal(VALUE)
+        val_lo, val_hi = Signal(VALUE), Signal(VALUE)     # dst's range (registered)
         with m.Switch(dst.kind):
             with m.Case(BufKind.SPIKES):
-                m.d.comb += [val_lo.eq(0), val_hi.eq(1)]
+                m.d.sync += [val_lo.eq(0), val_hi.eq(1)]
             with m.Case(BufKind.SIGNED_SPIKES):
-                m.d.comb += [val_lo.eq(-1), val_hi.eq(1)]
+                m.d.sync += [val_lo.eq(-1), val_hi.eq(1)]
             with m.Default():
-                m.d.comb += [val_lo.eq(0), val_hi.eq((Const(1, VALUE) << dst.bits) - 1)]
+                m.d.sync += [val_lo.eq(0), val_hi.eq((Const(1, VALUE) << dst.bits) - 1)]
 
         # the arriving read's contribution
         m.d.comb += vals_next.eq(vals)
@@ -332,7 +349,7 @@ class Accelerator(wiring.Component):
         in_flight = Signal(range(3))     # words started, not complete
         head_ok = Cat((q_vals[0][lane] >= val_lo) & (q_vals[0][lane] <= val_hi)
                       for lane in range(P)).all()
-        pw_free = ~pw_full | (pw_pln == dst.planes - 1)  # free, or writes its last plane now
+        pw_free = ~pw_full | (pw_pln == dst_last["planes"])  # free, or writes its last plane now
         take = val_on & (q_n != 0) & pw_free & head_ok
         val_error = val_on & (q_n != 0) & ~head_ok
         m.d.sync += vals.eq(Mux(completing, 0, vals_next))
@@ -341,7 +358,7 @@ class Accelerator(wiring.Component):
                          act_wr.addr.eq(base_t[3] + pw_off + plane_t(pw_pln, pw_t)),
                          act_wr.data.eq(plane_bits(dst, pw_pln, pw_vals))]
             m.d.sync += pw_pln.eq(pw_pln + 1)
-            with m.If(pw_pln == dst.planes - 1):
+            with m.If(pw_pln == dst_last["planes"]):
                 m.d.sync += [pw_full.eq(0), pw_pln.eq(0)]
         with m.If(take):
             m.d.sync += [pw_full.eq(1), pw_vals.eq(q_vals[0]), pw_pln.eq(0),
@@ -378,11 +395,11 @@ class Accelerator(wiring.Component):
                                  enc_grp.eq(enc_grp + P)]
                     m.d.sync += [rd_off[k].eq(rd_off[k] + grp_step[k if k < 2 else 3])
                                  for k in range(3)]
-                    with m.If(group == dst.cgroups - 1):
+                    with m.If(group == dst_last["cgroups"]):
                         m.d.sync += [group.eq(0), token.eq(token + 1),
                                      enc_tok.eq(enc_tok + dst.channels),
                                      enc_grp.eq(enc_tok + dst.channels)]
-                        with m.If(token == dst.tokens - 1):
+                        with m.If(token == dst_last["tokens"]):
                             m.d.sync += rd_done.eq(1)
         val_idle = rd_done & (in_flight == 0) & (q_n == 0) & ~pw_full
         with m.If(~val_on):
@@ -430,23 +447,31 @@ class Accelerator(wiring.Component):
             for lane in range(P):
                 with m.Case(lane):
                     m.d.comb += sel_row.eq(e_row + lane_off[lane])
+        # Events reach the engine through a 2-entry FIFO: the emitter (and, through its
+        # slot hand-off, the reader's block-RAM address) then waits on the FIFO's registered
+        # room, not on the engine's `i.ready`.
+        m.submodules.event_q = event_q = ResetInserter(~lin_on)(
+            fifo.SyncFIFO(width=engine.i_layout.size, depth=2))
+        event = Signal(engine.i_layout)
+        e_sent = e_valid & event_q.w_rdy
         e_free = Signal()                        # the slot is (or becomes) free this cycle
-        m.d.comb += e_free.eq(~e_full | (~e_has & ~e_last) |
-                              (e_valid & engine.i.ready & e_final))
+        m.d.comb += e_free.eq(~e_full | (~e_has & ~e_last) | (e_sent & e_final))
+        m.d.comb += [
+            event.index.eq(Cat(e_sel, e_grp) if P > 1 else e_grp),
+            event.spikes.eq(Mux(e_has, Cat(e_words[t].bit_select(e_sel, 1)
+                                           for t in range(T)), 0)),
+            event.row.eq(sel_row),
+            event.shift.eq(Mux(src.kind == BufKind.UINT, e_pln, 0)),
+            event.negate.eq((src.kind == BufKind.SIGNED_SPIKES) & (e_pln == 1)),
+            event.last.eq(e_last & e_final),
+            event_q.w_data.eq(event.as_value()), event_q.w_en.eq(lin_on & e_valid),
+        ]
         with m.If(lin_on):
-            m.d.comb += [
-                engine.i.valid.eq(e_valid),
-                engine.i.payload.index.eq(Cat(e_sel, e_grp) if P > 1 else e_grp),
-                engine.i.payload.spikes.eq(Mux(e_has, Cat(e_words[t].bit_select(e_sel, 1)
-                                                          for t in range(T)), 0)),
-                engine.i.payload.row.eq(sel_row),
-                engine.i.payload.shift.eq(Mux(src.kind == BufKind.UINT, e_pln, 0)),
-                engine.i.payload.negate.eq((src.kind == BufKind.SIGNED_SPIKES) & (e_pln == 1)),
-                engine.i.payload.last.eq(e_last & e_final),
-            ]
+            m.d.comb += [engine.i.valid.eq(event_q.r_rdy), engine.i.payload.eq(event_q.r_data),
+                         event_q.r_en.eq(engine.i.ready)]
             with m.If(e_full & ~e_has & ~e_last):
                 m.d.sync += e_full.eq(0)
-            with m.Elif(e_valid & engine.i.ready):
+            with m.Elif(e_sent):
                 m.d.sync += e_mask.eq(e_rest)
                 with m.If(e_final):
                     m.d.sync += e_full.eq(0)
@@ -459,14 +484,14 @@ class Accelerator(wiring.Component):
             m.d.sync += [r_addr.eq(r_addr + 1), r_t.eq(r_t + 1)]
             with m.If(r_t == T - 1):
                 m.d.sync += [r_t.eq(0), f_grp.eq(r_grp), f_pln.eq(r_pln), f_row.eq(r_row),
-                             f_last.eq((r_pln == src.planes - 1) &
-                                       (r_grp == src.cgroups - 1))]
-                with m.If(r_pln == src.planes - 1):
+                             f_last.eq((r_pln == src_last["planes"]) &
+                                       (r_grp == src_last["cgroups"]))]
+                with m.If(r_pln == src_last["planes"]):
                     m.d.sync += [r_pln.eq(0), r_grp.eq(r_grp + 1),
                                  r_row.eq(r_row + (op.groups << exact_log2(P)))]
-                    with m.If(r_grp == src.cgroups - 1):
+                    with m.If(r_grp == src_last["cgroups"]):
                         m.d.sync += [r_grp.eq(0), r_row.eq(op.wbase), r_tok.eq(r_tok + 1)]
-                        with m.If(r_tok == src.tokens - 1):
+                        with m.If(r_tok == src_last["tokens"]):
                             m.d.sync += r_done.eq(1)
                 with m.Else():
                     m.d.sync += r_pln.eq(r_pln + 1)
@@ -501,8 +526,6 @@ class Accelerator(wiring.Component):
         a_sub = Signal(8)                # repeat sub-beat
         a_ul = Signal(range(P))          # repeat: the unit lane of this sub-beat
         a_j = Signal(8)                  # repeat: sub-beat within the unit
-        per_unit = Signal(8)             # repeat / P (repeat > 1)
-        m.d.comb += per_unit.eq(op.repeat >> exact_log2(P))
         repeat_one = op.repeat == 1
         lane_w = len(engine.o.payload.current[0])
         val_shape = signed(max(lane_w + MAX_LEFT_SHIFT, cfg.width) + 1)
@@ -515,8 +538,8 @@ class Accelerator(wiring.Component):
         cur_lo = Signal(signed(cur_w + 1))
         cur_hi = Signal(signed(cur_w + 1))
         half = Signal(signed(cur_w + 1))          # 2^(cur_width - 1)
-        m.d.comb += [half.eq(Const(1, signed(cur_w + 1)) << (op.cur_width - 1)[:6]),
-                     cur_lo.eq(-half), cur_hi.eq(half - 1)]
+        m.d.comb += half.eq(Const(1, signed(cur_w + 1)) << (op.cur_width - 1)[:6])
+        m.d.sync += [cur_lo.eq(-half), cur_hi.eq(half - 1)]      # registered: op fields
         post_error = Signal()
         post_done = Signal()             # every engine beat of the op taken by A
         readout_sums = Signal(data.ArrayLayout(signed(40), self.readout_groups * P))
@@ -529,7 +552,7 @@ class Accelerator(wiring.Component):
 
         advance_b = ~post_error & (~b_valid | is_readout | lif.i.ready)
         a_issue = lin_on & advance_b & (p_loading | a_valid)
-        beat_end = ~p_loading & (repeat_one | is_readout | (a_sub == op.repeat - 1))
+        beat_end = ~p_loading & (repeat_one | is_readout | (a_sub == op_last["repeat"]))
         m.d.comb += [bias_rd.addr.eq(Mux(is_readout, op.bbase, p_row_base) + p_h),
                      bias_rd.en.eq(advance_b)]
         with m.If(advance_b):
@@ -539,7 +562,7 @@ class Accelerator(wiring.Component):
             with m.If(p_loading):
                 m.d.sync += [b_op.eq(LIFOp.LOAD), b_bias.eq(0), p_h.eq(p_h + 1)]
                 m.d.sync += [b_val[lane].eq(op.v0) for lane in range(P)]
-                with m.If(p_h == op.ngroups - 1):
+                with m.If(p_h == op_last["ngroups"]):
                     m.d.sync += [p_h.eq(0), p_loading.eq(0)]
             with m.Else():
                 first = (p_t == 0) & (op.v0 == 0)
@@ -550,7 +573,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += b_val[lane].eq(Mux(is_readout, acc, shifted(acc)))
                 with m.If(beat_end):
                     m.d.sync += a_valid.eq(0)
-                    with m.If(a_g == op.groups - 1):
+                    with m.If(a_g == op_last["groups"]):
                         m.d.sync += [p_h.eq(0), p_t.eq(p_t + 1)]
                         with m.If(p_t == T - 1):
                             m.d.sync += [p_t.eq(0), p_tok.eq(p_tok + 1),
@@ -558,17 +581,26 @@ class Accelerator(wiring.Component):
                                                            p_row_base + op.ngroups,
                                                            p_row_base)),
                                          p_loading.eq((op.v0 != 0) & ~is_readout)]
-                            with m.If(p_tok == src.tokens - 1):
+                            with m.If(p_tok == src_last["tokens"]):
                                 m.d.sync += [post_done.eq(1), p_loading.eq(0)]
                 with m.Else():
                     m.d.sync += [a_sub.eq(a_sub + 1), a_j.eq(a_j + 1)]
-                    with m.If(a_j == per_unit - 1):
+                    with m.If(a_j == per_unit_last):
                         m.d.sync += [a_j.eq(0), a_ul.eq(a_ul + 1)]
+        # Drained beats reach A through a 2-entry FIFO: the engine's `o.ready` (which steers
+        # its accumulator clears) is then the FIFO's registered room, not A's repeat logic.
+        o_layout = engine.o.payload.shape()
+        m.submodules.drain = drain = ResetInserter(~lin_on)(
+            fifo.SyncFIFO(width=o_layout.size, depth=2))
+        drained = o_layout(drain.r_data)
+        m.d.comb += [drain.w_data.eq(engine.o.payload.as_value()),
+                     drain.w_en.eq(lin_on & engine.o.valid),
+                     engine.o.ready.eq(lin_on & drain.w_rdy)]
         take_beat = lin_on & ~post_done & (~a_valid | (a_issue & beat_end))
-        m.d.comb += engine.o.ready.eq(take_beat)
-        with m.If(take_beat & engine.o.valid):
-            m.d.sync += [a_valid.eq(1), a_acc.eq(engine.o.payload.current),
-                         a_g.eq(engine.o.payload.index), a_sub.eq(0), a_ul.eq(0), a_j.eq(0)]
+        m.d.comb += drain.r_en.eq(take_beat)
+        with m.If(take_beat & drain.r_rdy):
+            m.d.sync += [a_valid.eq(1), a_acc.eq(drained.current),
+                         a_g.eq(drained.index), a_sub.eq(0), a_ul.eq(0), a_j.eq(0)]
 
         # B: + bias -> LIF (range-checked) or the READOUT sums
         bias_word = bias_rd.data
@@ -620,12 +652,12 @@ class Accelerator(wiring.Component):
                     m.d.comb += lif.o.ready.eq(1)
                     m.d.sync += [w_second.eq(0), w_g.eq(w_g + 1),
                                  w_g_off.eq(w_g_off + grp_step[3])]
-                    with m.If(w_g == dst.cgroups - 1):
+                    with m.If(w_g == dst_last["cgroups"]):
                         m.d.sync += [w_g.eq(0), w_g_off.eq(0), w_t.eq(w_t + 1)]
                         with m.If(w_t == T - 1):
                             m.d.sync += [w_t.eq(0), w_tok.eq(w_tok + 1),
                                          w_tok_off.eq(w_tok_off + tok_step[3])]
-                            with m.If(w_tok == dst.tokens - 1):
+                            with m.If(w_tok == dst_last["tokens"]):
                                 m.d.sync += w_done.eq(1)
 
         # ------------------------------------------- attention spikes -> destination
@@ -680,7 +712,7 @@ class Accelerator(wiring.Component):
                 with m.If(ar_k == reads - 1):
                     m.d.sync += [ar_k.eq(0), token.eq(token + 1),
                                  ar_tok_off.eq(ar_tok_off + tok_step[0])]
-                    with m.If(token == src.tokens - 1):
+                    with m.If(token == src_last["tokens"]):
                         m.d.sync += [token.eq(0), tstep.eq(tstep + 1), ar_tok_off.eq(0)]
                         with m.If(tstep == T - 1):
                             m.d.sync += [tstep.eq(0), ar_done.eq(1)]
