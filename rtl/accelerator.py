@@ -11,7 +11,7 @@ one inference, op by op:
   LINEAR     the reader streams the source planes (address order, T words a slot); the
              emitter sends one engine event (channel, T-bit word, row, plane shift, negate)
              per live channel of a slot, a cycle each, silent channels cost nothing; the
-             engine drains each token (timestep-major, per unit group) into the two-stage
+             engine drains each token (timestep-major, per unit group) into the four-stage
              post unit (acc_shift, repeat, bias, range check; FIRST at t = 0, or a LOAD pass
              of v0) at one LIF beat a cycle; LIF spikes are written to the destination
              planes. Tokens pipeline through reader, engine, post unit and writer.
@@ -207,7 +207,6 @@ class Accelerator(wiring.Component):
         src_last, dst_last = ({f: held(getattr(b, f) - 1, f"{n}_{f}_last")
                                for f in ("planes", "cgroups", "tokens")}
                               for b, n in ((src, "src"), (dst, "dst")))
-        dst_last_lane = held((dst.channels - 1)[:exact_log2(P)], "dst_last_lane")
         op_last = {f: held(getattr(op, f) - 1, f"op_{f}_last")
                    for f in ("repeat", "ngroups", "groups")}
         per_unit_last = held((op.repeat >> exact_log2(P)) - 1, "per_unit_last")
@@ -292,10 +291,16 @@ class Accelerator(wiring.Component):
         vals_next = Signal(data.ArrayLayout(VALUE, P))   # ... with this cycle's read data
         lo_byte = Signal(8)
         n0 = src.planes
-        last_lane = Mux(group == dst_last["cgroups"], dst_last_lane, P - 1) \
-            if P > 1 else 0
-        n_reads = Signal(8)              # reads of the word being issued
-        m.d.comb += n_reads.eq(Mux(encoding, 2 * (last_lane + 1), n0 + src1.planes))
+        # The word's last read (reads - 1): ENCODE reads 2 bytes per real lane (the last group
+        # may be partial), ADD the planes of both sources. All from registers, each a single
+        # register after the buffer fields (valid from the unit's second cycle); a word has
+        # at least 2 reads, so nothing compares against them at ctr = 0.
+        in_last_group = Signal()
+        m.d.sync += in_last_group.eq(group == dst.cgroups - 1)
+        enc_last_read = held(Mux(dst.channels[:exact_log2(P)] == 0, 2 * P, dst.channels[
+            :exact_log2(P)] * 2) - 1, "enc_last_read") if P > 1 else Const(1)
+        add_last_read = held(n0 + src1.planes - 1, "add_last_read")
+        last_read = Mux(encoding, Mux(in_last_group, enc_last_read, 2 * P - 1), add_last_read)
         rd_valid, rd_last = Signal(), Signal()           # read data arrives (the word's last)
         rd_k = Signal(8)                 # ... of read k of its word
         rd_done = Signal()               # every read of the op issued
@@ -373,7 +378,7 @@ class Accelerator(wiring.Component):
 
         # the reader: a word starts when the queue holds room for it
         rd_issue = val_on & ~rd_done & ((ctr != 0) | (q_n + in_flight < 2))
-        rd_word_last = ctr == n_reads - 1
+        rd_word_last = ctr == last_read
         m.d.sync += in_flight.eq(in_flight + (rd_issue & (ctr == 0)) - completing)
         m.d.sync += [rd_valid.eq(rd_issue), rd_last.eq(rd_issue & rd_word_last), rd_k.eq(ctr)]
         with m.If(rd_issue):
@@ -508,11 +513,12 @@ class Accelerator(wiring.Component):
                          scan_skipped.eq(scan_skipped + sum(silent[lane] for lane in range(P)))]
 
         # --------------------------------- engine drain -> LIF / readout (post unit)
-        # One LIF beat a cycle in two stages. A holds an engine beat (group a_g of timestep
-        # p_t of token p_tok) and issues its sub-beats: one, or `repeat` (a unit's current
-        # copied to `repeat` neurons), each with its bias read; a token with v0 first gets
-        # a LOAD pass of every LIF group. B adds the bias (the read data) and offers the
-        # current to the LIF, range-checked; a READOUT's B sums into `readout_sums`.
+        # One LIF beat a cycle in four stages. A holds an engine beat (group a_g of timestep
+        # p_t of token p_tok, from the drain FIFO) and issues its sub-beats: one, or
+        # `repeat` (a unit's current copied to `repeat` neurons), each with its bias read;
+        # a token with v0 first gets a LOAD pass of every LIF group. B receives the bias
+        # word, C registers it, D holds current + bias and offers it to the LIF,
+        # range-checked; a READOUT's D sums into `readout_sums`.
         is_readout = Signal()
         p_tok = Signal(16)
         p_t = Signal(range(T + 1))
@@ -534,6 +540,7 @@ class Accelerator(wiring.Component):
         b_h = Signal(16)
         b_val = Signal(data.ArrayLayout(val_shape, P))
         b_bias = Signal()                # add the bias read data
+        c_valid, d_valid = Signal(), Signal()
         cur_w = cfg.current_width
         cur_lo = Signal(signed(cur_w + 1))
         cur_hi = Signal(signed(cur_w + 1))
@@ -550,7 +557,7 @@ class Accelerator(wiring.Component):
         def shifted(x):
             return Mux(acc_shift < 0, x >> neg_shift, x << pos_shift)
 
-        advance_b = ~post_error & (~b_valid | is_readout | lif.i.ready)
+        advance_b = ~post_error & (~d_valid | is_readout | lif.i.ready)   # A..D move
         a_issue = lin_on & advance_b & (p_loading | a_valid)
         beat_end = ~p_loading & (repeat_one | is_readout | (a_sub == op_last["repeat"]))
         m.d.comb += [bias_rd.addr.eq(Mux(is_readout, op.bbase, p_row_base) + p_h),
@@ -602,26 +609,35 @@ class Accelerator(wiring.Component):
             m.d.sync += [a_valid.eq(1), a_acc.eq(drained.current),
                          a_g.eq(drained.index), a_sub.eq(0), a_ul.eq(0), a_j.eq(0)]
 
-        # B: + bias -> LIF (range-checked) or the READOUT sums
-        bias_word = bias_rd.data
-        cur = [Signal(signed(val_shape.width + 1), name=f"cur{lane}") for lane in range(P)]
-        m.d.comb += [cur[lane].eq(b_val[lane] + Mux(b_bias, bias_word[lane], 0))
-                     for lane in range(P)]
+        # B: the bias word arrives from its block RAM (held there while the stages stall);
+        # C: registered, D: + bias, registered -> the LIF (range-checked) or the READOUT
+        # sums. No stage adds or compares straight off a memory's output.
+        c_op, d_op = Signal(LIFOp), Signal(LIFOp)
+        c_h, d_h = Signal(16), Signal(16)
+        c_val = Signal(data.ArrayLayout(val_shape, P))
+        c_bias = Signal(data.ArrayLayout(signed(cfg.bias_width), P))
+        cur = Signal(data.ArrayLayout(signed(val_shape.width + 1), P))
+        with m.If(advance_b):
+            m.d.sync += [c_valid.eq(b_valid), c_op.eq(b_op), c_h.eq(b_h), c_val.eq(b_val),
+                         c_bias.eq(Mux(b_bias, bias_rd.data.as_value(), 0)),
+                         d_valid.eq(c_valid), d_op.eq(c_op), d_h.eq(c_h)]
+            m.d.sync += [cur[lane].eq(c_val[lane] + c_bias[lane]) for lane in range(P)]
         with m.If(lin_on & ~is_readout):
-            m.d.comb += [lif.i.valid.eq(b_valid & ~post_error), lif.i.payload.op.eq(b_op),
-                         lif.i.payload.index.eq(b_h)]
+            m.d.comb += [lif.i.valid.eq(d_valid & ~post_error), lif.i.payload.op.eq(d_op),
+                         lif.i.payload.index.eq(d_h)]
             m.d.comb += [lif.i.payload.current[lane].eq(cur[lane]) for lane in range(P)]
             bad = Cat((cur[lane] < cur_lo) | (cur[lane] > cur_hi) for lane in range(P)).any()
-            with m.If(b_valid & (b_op != LIFOp.LOAD) & bad):
+            with m.If(d_valid & (d_op != LIFOp.LOAD) & bad):
                 m.d.sync += post_error.eq(1)
-        with m.If(lin_on & is_readout & b_valid):
+        with m.If(lin_on & is_readout & d_valid):
             for g in range(self.readout_groups):
-                with m.If(b_h == g):
+                with m.If(d_h == g):
                     for lane in range(P):
                         k = g * P + lane
                         m.d.sync += readout_sums[k].eq(readout_sums[k] + cur[lane])
         with m.If(~lin_on):
-            m.d.sync += [a_valid.eq(0), b_valid.eq(0), e_full.eq(0), p_loading.eq(0)]
+            m.d.sync += [a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
+                         e_full.eq(0), p_loading.eq(0)]
 
         # ------------------------------------------------ LIF spikes -> destination
         w_tok = Signal(16)
@@ -908,7 +924,8 @@ class Accelerator(wiring.Component):
                 m.d.comb += [run_cycle.eq(1), lin_on.eq(1), lin_write.eq(~is_readout)]
                 with m.If(post_error):
                     m.next = "FAIL"
-                with m.Elif(post_done & ~b_valid & (is_readout | w_done)):
+                with m.Elif(post_done & ~b_valid & ~c_valid & ~d_valid &
+                            (is_readout | w_done)):
                     m.d.sync += ctr.eq(0)
                     m.next = "OP_NEXT"
                     with m.If(is_readout):

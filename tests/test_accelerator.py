@@ -91,6 +91,29 @@ def test_transformer_block_bit_exact(mode, block, variant):
     run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4))
 
 
+def test_partial_last_channel_group_bit_exact():
+    """Channel counts that leave the last group of P lanes partial, with several groups:
+    ENCODE (6 input channels: groups of 4 and 2 lanes), LINEAR into 10 units
+    (3 groups), ADD and READOUT over 10 channels, at 4 lanes."""
+    rng = np.random.default_rng(7)
+    b = _Builder(4)
+    lif = LIFParams(theta=30, leak_shift=2, width=16, reset="zero")
+    x = b.buffer(3, 6, BufKind.UINT, 4)
+    h, h2 = (b.buffer(3, 10, BufKind.SPIKES) for _ in range(2))
+    s = b.buffer(3, 10, BufKind.UINT, 2)
+    out = b.buffer(1, 5, BufKind.INT, 32)
+    b.matrix_op(Op.LINEAR, x, h, rng.integers(-9, 10, size=(10, 6)),
+                rng.integers(-5, 20, size=10), 8, lif=lif)
+    b.matrix_op(Op.LINEAR, h, h2, rng.integers(-30, 40, size=(10, 10)), None, 8, lif=lif)
+    b.ops.append(OpDesc(Op.ADD, s, (h, h2)))
+    b.matrix_op(Op.READOUT, s, out, rng.integers(-9, 10, size=(5, 10)), None, 8)
+    prog = b.program(x, out)
+    inputs = [rng.integers(0, 16, size=(4, 3, 6)) for _ in range(2)]
+    bufs = run_program(prog, np.stack(inputs)).buffers
+    assert 0.05 < bufs[h].mean() < 0.95 and bufs[h2].any(), "the test needs live spikes"
+    run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4))
+
+
 def test_out_of_range_input_and_no_program():
     prog = block_program("ssa")
     cfg = AcceleratorConfig.for_programs(prog, lanes=4)
