@@ -28,9 +28,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from .compile import (BUFFER, HEADER, OP_STRUCT, FLAG_BIAS, FLAG_RESET_ZERO, FLAG_SIGNED,
-                      NO_LEAK, ATTN_MODES, SDSA_VARIANTS, BufKind, Op, Program, ProgramError,
-                      _unpack_op)
+from .compile import (HEADER, FLAG_BIAS, FLAG_RESET_ZERO, FLAG_SIGNED, NO_LEAK, ATTN_MODES,
+                      SDSA_VARIANTS, BufKind, Op, Program, ProgramError)
 from .lif import RESET_MODES, signed_range
 
 

@@ -81,14 +81,15 @@ def crc16_step(crc, byte):
     return Cat(*out)
 
 
-def _reset_frame_crc(seq):
-    """The CRC of the RESET frame with sequence number `seq` (bytes 08 seq 00 00): affine in
-    `seq` over GF(2), so a constant XOR one constant per set bit, taken from the golden
-    `crc16`."""
-    base = crc16(bytes([Cmd.RESET, 0, 0, 0]))
-    crc = C(base, 16)
-    for k in range(8):
-        crc = crc ^ Mux(seq[k], crc16(bytes([Cmd.RESET, 1 << k, 0, 0])) ^ base, 0)
+def _reset_frame_crc(m, seq):
+    """The CRC of the RESET frame with sequence number `seq` (bytes 08 seq 00 00): four
+    `crc16_step`s (the constant bytes fold away in synthesis), each into a signal so the
+    expression does not grow as a tree of the previous step's."""
+    crc = C(0xFFFF, 16)
+    for k, byte in enumerate((C(Cmd.RESET, 8), seq, C(0, 8), C(0, 8))):
+        step = Signal(16, name=f"reset_crc{k}")
+        m.d.comb += step.eq(crc16_step(crc, byte))
+        crc = step
     return crc
 
 
@@ -138,7 +139,7 @@ class HostLink(wiring.Component):
             m.d.sync += window.eq(Cat(window[8:], urx.o.payload))
         w = [window[8 * k:8 * k + 8] for k in range(7)]
         is_reset_frame = ((w[0] == SYNC) & (w[1] == Cmd.RESET) & (w[3] == 0) & (w[4] == 0) &
-                          (Cat(w[5], w[6]) == _reset_frame_crc(w[2])))
+                          (Cat(w[5], w[6]) == _reset_frame_crc(m, w[2])))
         running = Signal()                            # a RUN is with the device
         m.d.sync += dev.abort.eq(running & is_reset_frame)
 
