@@ -227,6 +227,16 @@ class Accelerator(wiring.Component):
         def plane_t(pln, t):
             return pln * T + t          # T is a build constant: shifts and adds
 
+        # Activation writes are posted: each writer registers its word, written a cycle
+        # later (no writer reads back what it writes within an op), so no address adder
+        # or spike encoding sits in front of the memory's write port.
+        wr_en, wr_addr, wr_data = Signal(), Signal.like(act_wr.addr), Signal.like(act_wr.data)
+        m.d.sync += wr_en.eq(0)
+        m.d.comb += [act_wr.en.eq(wr_en), act_wr.addr.eq(wr_addr), act_wr.data.eq(wr_data)]
+
+        def post_write(addr, value):
+            m.d.sync += [wr_en.eq(1), wr_addr.eq(addr), wr_data.eq(value)]
+
         def slot_reads(n, name):
             """A slot of `n` activation words read one a cycle (scanner, row reader): the data
             of read k lands in `words[k]` a cycle after `track(issue, k)`; `last` is high while
@@ -303,6 +313,7 @@ class Accelerator(wiring.Component):
         last_read = Mux(encoding, Mux(in_last_group, enc_last_read, 2 * P - 1), add_last_read)
         rd_valid, rd_last = Signal(), Signal()           # read data arrives (the word's last)
         rd_k = Signal(8)                 # ... of read k of its word
+        rd_unit = Signal(VALUE)          # ADD: what a set bit of the arriving plane is worth
         rd_done = Signal()               # every read of the op issued
         h_t = Signal(range(T + 1))
         pw_full = Signal()
@@ -337,59 +348,81 @@ class Accelerator(wiring.Component):
                         with m.If((rd_k >> 1) == lane):
                             m.d.comb += vals_next[lane].eq(value)
             with m.Else():
-                in_first = rd_k < n0
-                pln = Mux(in_first, rd_k, rd_k - n0)[:6]
                 for lane in range(P):
-                    bit = act_rd.data[lane]
-                    add = Mux(in_first, plane_value(src, pln, bit), plane_value(src1, pln, bit))
-                    m.d.comb += vals_next[lane].eq(vals[lane] + add)
+                    m.d.comb += vals_next[lane].eq(vals[lane] + Mux(act_rd.data[lane], rd_unit, 0))
         completing = rd_valid & rd_last
-        # Complete words wait in a 2-entry queue for the plane writer, which range-checks the
-        # head (registers) as it takes it. The reader starts a word only when the queue has
-        # room for it and for the word still in flight: a decision on registers alone.
+        # A complete word is registered (c), range-checked per lane into registers (c2) and
+        # then waits, with its verdict, in a 2-entry queue for the plane writer. The reader
+        # starts a word only when the queue has room for it and for the words in flight
+        # (reading, in c or c2): a decision on registers alone.
+        c_valid, c_vals = Signal(), Signal(data.ArrayLayout(VALUE, P))
+        c_off, c_t = Signal(addr_shape), Signal(range(T + 1))
+        c2_valid, c2_vals = Signal(), Signal(data.ArrayLayout(VALUE, P))
+        c2_off, c2_t, c2_lane_ok = Signal(addr_shape), Signal(range(T + 1)), Signal(P)
         q_vals = [Signal(data.ArrayLayout(VALUE, P), name=f"q_vals{k}") for k in range(2)]
         q_off = [Signal(addr_shape, name=f"q_off{k}") for k in range(2)]
         q_t = [Signal(range(T + 1), name=f"q_t{k}") for k in range(2)]
+        q_ok = [Signal(name=f"q_ok{k}") for k in range(2)]
         q_n = Signal(range(3))           # complete words queued
-        in_flight = Signal(range(3))     # words started, not complete
-        head_ok = Cat((q_vals[0][lane] >= val_lo) & (q_vals[0][lane] <= val_hi)
-                      for lane in range(P)).all()
-        pw_free = ~pw_full | (pw_pln == dst_last["planes"])  # free, or writes its last plane now
-        take = val_on & (q_n != 0) & pw_free & head_ok
-        val_error = val_on & (q_n != 0) & ~head_ok
-        m.d.sync += vals.eq(Mux(completing, 0, vals_next))
+        in_flight = Signal(range(3))     # words started, not queued
+        # c: the word; c2: the word with its per-lane range verdicts
+        m.d.sync += [c2_valid.eq(c_valid), c2_vals.eq(c_vals), c2_off.eq(c_off), c2_t.eq(c_t),
+                     c2_lane_ok.eq(Cat((c_vals[lane] >= val_lo) & (c_vals[lane] <= val_hi)
+                                       for lane in range(P)))]
+        pw_on_last = Signal()            # pw_pln == the last plane (registered)
+        pw_free = ~pw_full | pw_on_last  # free, or writes its last plane now
+        take = val_on & (q_n != 0) & pw_free & q_ok[0]
+        val_error = val_on & (q_n != 0) & ~q_ok[0]
+        m.d.sync += [vals.eq(Mux(completing, 0, vals_next)), c_valid.eq(completing)]
+        with m.If(completing):
+            m.d.sync += [c_vals.eq(vals_next), c_off.eq(h_off), c_t.eq(h_t)]
         with m.If(val_on & pw_full):
-            m.d.comb += [act_wr.en.eq(1),
-                         act_wr.addr.eq(base_t[3] + pw_off + plane_t(pw_pln, pw_t)),
-                         act_wr.data.eq(plane_bits(dst, pw_pln, pw_vals))]
-            m.d.sync += pw_pln.eq(pw_pln + 1)
-            with m.If(pw_pln == dst_last["planes"]):
+            post_write(base_t[3] + pw_off + plane_t(pw_pln, pw_t), plane_bits(dst, pw_pln, pw_vals))
+            m.d.sync += [pw_pln.eq(pw_pln + 1), pw_on_last.eq(pw_pln + 1 == dst_last["planes"])]
+            with m.If(pw_on_last):
                 m.d.sync += [pw_full.eq(0), pw_pln.eq(0)]
         with m.If(take):
             m.d.sync += [pw_full.eq(1), pw_vals.eq(q_vals[0]), pw_pln.eq(0),
+                         pw_on_last.eq(dst_last["planes"] == 0),
                          pw_off.eq(q_off[0]), pw_t.eq(q_t[0]),
-                         q_vals[0].eq(q_vals[1]), q_off[0].eq(q_off[1]), q_t[0].eq(q_t[1])]
-        with m.If(completing):           # the word joins the queue behind what stays
+                         q_vals[0].eq(q_vals[1]), q_off[0].eq(q_off[1]), q_t[0].eq(q_t[1]),
+                         q_ok[0].eq(q_ok[1])]
+        with m.If(c2_valid):             # the word joins the queue behind what stays
             slot = q_n - take
             for k in range(2):
                 with m.If(slot == k):
-                    m.d.sync += [q_vals[k].eq(vals_next), q_off[k].eq(h_off), q_t[k].eq(h_t)]
-        m.d.sync += q_n.eq(q_n + completing - take)
+                    m.d.sync += [q_vals[k].eq(c2_vals), q_off[k].eq(c2_off), q_t[k].eq(c2_t),
+                                 q_ok[k].eq(c2_lane_ok.all())]
+        m.d.sync += q_n.eq(q_n + c2_valid - take)
 
         # the reader: a word starts when the queue holds room for it
         rd_issue = val_on & ~rd_done & ((ctr != 0) | (q_n + in_flight < 2))
         rd_word_last = ctr == last_read
-        m.d.sync += in_flight.eq(in_flight + (rd_issue & (ctr == 0)) - completing)
-        m.d.sync += [rd_valid.eq(rd_issue), rd_last.eq(rd_issue & rd_word_last), rd_k.eq(ctr)]
+        m.d.sync += in_flight.eq(in_flight + (rd_issue & (ctr == 0)) - c2_valid)
+        # A read is requested (its address registered) a cycle before it is made: no counter
+        # logic in front of the memories' address inputs.
+        rq_valid, rq_last, rq_k = Signal(), Signal(), Signal(8)
+        rq_addr, rq_unit = Signal(addr_shape), Signal(VALUE)
+        rq_in_addr = Signal.like(in_rd.addr)
+        m.d.sync += [rq_valid.eq(rd_issue), rq_last.eq(rd_issue & rd_word_last), rq_k.eq(ctr),
+                     rd_valid.eq(rq_valid), rd_last.eq(rq_last), rd_k.eq(rq_k),
+                     rd_unit.eq(rq_unit)]
+        with m.If(rq_valid):
+            with m.If(encoding):
+                m.d.comb += in_rd.addr.eq(rq_in_addr)
+            with m.Else():
+                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(rq_addr)]
         with m.If(rd_issue):
             with m.If(encoding):
-                m.d.comb += in_rd.addr.eq(Cat(ctr[0], enc_t + enc_grp + (ctr >> 1)))
+                m.d.sync += rq_in_addr.eq(Cat(ctr[0], enc_t + enc_grp + (ctr >> 1)))
             with m.Else():
                 rd_first = ctr < n0
                 rd_plane = Mux(rd_first, ctr, ctr - n0)[:6]
-                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(Mux(
-                    rd_first, base_t[0] + rd_off[0], base_t[1] + rd_off[1]) +
-                    plane_t(rd_plane, tstep))]
+                # what a set bit of this plane adds, ready when its data arrives
+                m.d.sync += rq_unit.eq(Mux(rd_first, plane_value(src, rd_plane, 1),
+                                           plane_value(src1, rd_plane, 1)))
+                m.d.sync += rq_addr.eq(Mux(rd_first, base_t[0] + rd_off[0],
+                                           base_t[1] + rd_off[1]) + plane_t(rd_plane, tstep))
             m.d.sync += ctr.eq(ctr + 1)
             with m.If(rd_word_last):
                 # t fastest, then groups, then tokens
@@ -408,15 +441,18 @@ class Accelerator(wiring.Component):
                             m.d.sync += rd_done.eq(1)
         val_idle = rd_done & (in_flight == 0) & (q_n == 0) & ~pw_full
         with m.If(~val_on):
-            m.d.sync += [rd_valid.eq(0), q_n.eq(0), in_flight.eq(0), pw_full.eq(0),
-                         vals.eq(0)]
+            m.d.sync += [rq_valid.eq(0), rd_valid.eq(0), q_n.eq(0), in_flight.eq(0),
+                         pw_full.eq(0), vals.eq(0), c_valid.eq(0), c2_valid.eq(0)]
 
         # --------------------------------------------------------------- scanner
         # LINEAR / READOUT read the source planes in address order (token, group, plane, t:
-        # consecutive words), one read a cycle, T words per slot. The emitter holds the
-        # previous slot and sends one engine event per live channel (lowest lane first, a
-        # cycle each); silent channels cost nothing. Padding lanes are always 0 in the
-        # activation memory (every writer masks them), so a live lane is a real channel.
+        # consecutive words), one read a cycle, T words per slot, into two slot banks used
+        # in turn. A bank is handed to the emitter two cycles after its last word arrives:
+        # one to register its live lanes, one to count them, so the emitter and the reader
+        # decide on registers alone (no block-RAM data in the hand-off). The emitter sends
+        # one engine event per live channel (lowest lane first, a cycle each); silent
+        # channels cost nothing. Padding lanes are always 0 in the activation memory (every
+        # writer masks them), so a live lane is a real channel.
         lin_on = Signal()                # LINEAR / READOUT running (seq in LIN_RUN)
         row_shape = engine.i_layout["row"].shape
         r_addr = Signal(range(cfg.act_words * T + 1))
@@ -424,11 +460,24 @@ class Accelerator(wiring.Component):
         r_pln, r_grp, r_tok = Signal(8), Signal(16), Signal(16)
         r_row = Signal(row_shape)        # weight row of the slot's lane 0
         r_done = Signal()                # every read of the op issued
-        _, slot, track_fill, hand_off_fill = slot_reads(T, "fill")
-        f_grp, f_pln, f_row, f_last = Signal(16), Signal(8), Signal(row_shape), Signal()
+        r_bank = Signal()                # the bank being read into
+        banks_held = Signal(range(3))    # banks being filled or waiting for the emitter
+        got, got_k, got_bank = Signal(), Signal(range(T)), Signal()   # read data arrives
+        bank_words = [Signal(data.ArrayLayout(P, T), name=f"bank{b}_words") for b in range(2)]
+        bank_live = [Signal(P, name=f"bank{b}_live") for b in range(2)]
+        bank_done = [Signal(name=f"bank{b}_done") for b in range(2)]    # last word in
+        bank_ready = [Signal(name=f"bank{b}_ready") for b in range(2)]  # ... and counted
+        bank_count = [Signal(range(P + 1), name=f"bank{b}_count") for b in range(2)]
+        bank_silent = [Signal(range(P + 1), name=f"bank{b}_silent") for b in range(2)]
+        bank_grp = [Signal(16, name=f"bank{b}_grp") for b in range(2)]
+        bank_pln = [Signal(8, name=f"bank{b}_pln") for b in range(2)]
+        bank_row = [Signal(row_shape, name=f"bank{b}_row") for b in range(2)]
+        bank_last = [Signal(name=f"bank{b}_last") for b in range(2)]
+        e_bank = Signal()                # the bank the emitter takes next
         e_full = Signal()
         e_words = Signal(data.ArrayLayout(P, T))
         e_mask = Signal(P)               # live lanes not yet sent
+        e_count = Signal(range(P + 1))   # ... how many
         e_grp, e_pln, e_row, e_last = Signal(16), Signal(8), Signal(row_shape), Signal()
         scan_skipped = Signal(32)        # silent (channel, plane) pairs never sent
         lane_off = [Signal(row_shape, name=f"lane_off{lane}") for lane in range(P)]
@@ -438,23 +487,27 @@ class Accelerator(wiring.Component):
         eng_groups = Signal.like(engine.active_groups, init=engine.groups)
         m.d.comb += engine.active_groups.eq(eng_groups)
 
-        # emitter: the lowest live lane of its slot
+        # emitter: `e_sel`, the lowest live lane of its slot, is a register (it steers the
+        # event's row add and spike select): found in the mask the slot has after a send
+        def lowest(mask):
+            low = Signal(range(P), name="lowest")
+            for lane in reversed(range(P)):
+                with m.If(mask[lane]):
+                    m.d.comb += low.eq(lane)
+            return low
         e_sel = Signal(range(P))
-        for lane in reversed(range(P)):
-            with m.If(e_mask[lane]):
-                m.d.comb += e_sel.eq(lane)
-        e_has = e_mask != 0
-        e_rest = e_mask & (e_mask - 1)           # e_mask without its lowest set bit
-        e_final = ~e_has | (e_rest == 0)         # this emission empties the slot
+        e_rest = Signal(P)                       # e_mask without e_sel
+        m.d.comb += e_rest.eq(e_mask & ~(Const(1, P) << e_sel))
+        e_has = e_count != 0
+        e_final = e_count <= 1                   # this emission empties the slot
         e_valid = e_full & (e_has | e_last)      # a slot without live lanes: `last` only
         sel_row = Signal(row_shape)
         with m.Switch(e_sel):
             for lane in range(P):
                 with m.Case(lane):
                     m.d.comb += sel_row.eq(e_row + lane_off[lane])
-        # Events reach the engine through a 2-entry FIFO: the emitter (and, through its
-        # slot hand-off, the reader's block-RAM address) then waits on the FIFO's registered
-        # room, not on the engine's `i.ready`.
+        # Events reach the engine through a 2-entry FIFO: the emitter waits on the FIFO's
+        # registered room, not on the engine's `i.ready`.
         m.submodules.event_q = event_q = ResetInserter(~lin_on)(
             fifo.SyncFIFO(width=engine.i_layout.size, depth=2))
         event = Signal(engine.i_layout)
@@ -477,20 +530,27 @@ class Accelerator(wiring.Component):
             with m.If(e_full & ~e_has & ~e_last):
                 m.d.sync += e_full.eq(0)
             with m.Elif(e_sent):
-                m.d.sync += e_mask.eq(e_rest)
+                m.d.sync += [e_mask.eq(e_rest), e_sel.eq(lowest(e_rest)),
+                             e_count.eq(e_count - 1)]
                 with m.If(e_final):
                     m.d.sync += e_full.eq(0)
 
-        # reader
-        fill_room, fill_move, _ = hand_off_fill(lin_on, e_free)
-        r_issue = lin_on & ~r_done & fill_room
+        # reader: a slot's first read needs a bank that is not held
+        r_issue = lin_on & ~r_done & ((r_t != 0) | (banks_held < 2))
+        e_move = lin_on & e_free & Mux(e_bank, bank_ready[1], bank_ready[0])
+        m.d.sync += banks_held.eq(banks_held + (r_issue & (r_t == 0)) - e_move)
         with m.If(r_issue):
             m.d.comb += [act_rd.addr.eq(r_addr), act_rd.en.eq(1)]
             m.d.sync += [r_addr.eq(r_addr + 1), r_t.eq(r_t + 1)]
             with m.If(r_t == T - 1):
-                m.d.sync += [r_t.eq(0), f_grp.eq(r_grp), f_pln.eq(r_pln), f_row.eq(r_row),
-                             f_last.eq((r_pln == src_last["planes"]) &
-                                       (r_grp == src_last["cgroups"]))]
+                m.d.sync += r_t.eq(0)
+                for b in range(2):
+                    with m.If(r_bank == b):
+                        m.d.sync += [bank_grp[b].eq(r_grp), bank_pln[b].eq(r_pln),
+                                     bank_row[b].eq(r_row),
+                                     bank_last[b].eq((r_pln == src_last["planes"]) &
+                                                     (r_grp == src_last["cgroups"]))]
+                m.d.sync += r_bank.eq(~r_bank)
                 with m.If(r_pln == src_last["planes"]):
                     m.d.sync += [r_pln.eq(0), r_grp.eq(r_grp + 1),
                                  r_row.eq(r_row + (op.groups << exact_log2(P)))]
@@ -500,17 +560,33 @@ class Accelerator(wiring.Component):
                             m.d.sync += r_done.eq(1)
                 with m.Else():
                     m.d.sync += r_pln.eq(r_pln + 1)
-        track_fill(r_issue, r_t)
-        # a complete slot moves to the emitter (or waits)
-        slot_live = Signal(P)
-        m.d.comb += slot_live.eq(Cat(Cat(slot[t][lane] for t in range(T)).any()
-                                     for lane in range(P)))
-        silent = Signal(P)
-        m.d.comb += silent.eq(lane_mask(src, f_grp) & ~slot_live)
-        with m.If(fill_move):
-            m.d.sync += [e_full.eq(1), e_words.eq(slot), e_mask.eq(slot_live),
-                         e_grp.eq(f_grp), e_pln.eq(f_pln), e_row.eq(f_row), e_last.eq(f_last),
-                         scan_skipped.eq(scan_skipped + sum(silent[lane] for lane in range(P)))]
+        m.d.sync += [got.eq(r_issue), got_k.eq(r_t), got_bank.eq(r_bank)]
+        for b in range(2):
+            arriving = got & (got_bank == b)
+            with m.If(arriving):
+                m.d.sync += bank_live[b].eq(Mux(got_k == 0, 0, bank_live[b]) | act_rd.data)
+                with m.Switch(got_k):
+                    for k in range(T):
+                        with m.Case(k):
+                            m.d.sync += bank_words[b][k].eq(act_rd.data)
+            # counted from registers: valid once the bank is done, held until it is refilled
+            m.d.sync += [bank_done[b].eq(arriving & (got_k == T - 1)),
+                         bank_count[b].eq(sum(bank_live[b][lane] for lane in range(P))),
+                         bank_silent[b].eq(sum((lane_mask(src, bank_grp[b]) & ~bank_live[b])[lane]
+                                               for lane in range(P)))]
+            with m.If(bank_done[b]):
+                m.d.sync += bank_ready[b].eq(1)
+        # the emitter takes the next bank once it is counted
+        with m.If(e_move):
+            for b in range(2):
+                with m.If(e_bank == b):
+                    m.d.sync += [e_full.eq(1), e_words.eq(bank_words[b]), e_mask.eq(bank_live[b]),
+                                 e_sel.eq(lowest(bank_live[b])),
+                                 e_count.eq(bank_count[b]), e_grp.eq(bank_grp[b]),
+                                 e_pln.eq(bank_pln[b]), e_row.eq(bank_row[b]),
+                                 e_last.eq(bank_last[b]), bank_ready[b].eq(0),
+                                 scan_skipped.eq(scan_skipped + bank_silent[b])]
+            m.d.sync += e_bank.eq(~e_bank)
 
         # --------------------------------- engine drain -> LIF / readout (post unit)
         # One LIF beat a cycle in four stages. A holds an engine beat (group a_g of timestep
@@ -527,14 +603,14 @@ class Accelerator(wiring.Component):
         p_loading = Signal()             # the v0 LOAD pass of the token
         cur_shape = engine.o_layout["current"].shape
         a_valid = Signal()
-        a_acc = Signal(cur_shape)
         a_g = Signal.like(engine.o.payload.index)
         a_sub = Signal(8)                # repeat sub-beat
         a_ul = Signal(range(P))          # repeat: the unit lane of this sub-beat
         a_j = Signal(8)                  # repeat: sub-beat within the unit
-        repeat_one = op.repeat == 1
+        repeat_one = held(op.repeat == 1, "repeat_one")
         lane_w = len(engine.o.payload.current[0])
         val_shape = signed(max(lane_w + MAX_LEFT_SHIFT, cfg.width) + 1)
+        a_acc = Signal(data.ArrayLayout(val_shape, P))   # the beat, acc_shift applied
         b_valid = Signal()
         b_op = Signal(LIFOp)
         b_h = Signal(16)
@@ -550,12 +626,12 @@ class Accelerator(wiring.Component):
         post_error = Signal()
         post_done = Signal()             # every engine beat of the op taken by A
         readout_sums = Signal(data.ArrayLayout(signed(40), self.readout_groups * P))
-        acc_shift = op.acc_shift
-        neg_shift = (-acc_shift).as_unsigned()[:5]
-        pos_shift = acc_shift.as_unsigned()[:3]
+        shift_right = held(op.acc_shift < 0, "shift_right")
+        neg_shift = held((-op.acc_shift).as_unsigned()[:5], "neg_shift")
+        pos_shift = held(op.acc_shift.as_unsigned()[:3], "pos_shift")
 
         def shifted(x):
-            return Mux(acc_shift < 0, x >> neg_shift, x << pos_shift)
+            return Mux(shift_right, x >> neg_shift, x << pos_shift)
 
         advance_b = ~post_error & (~d_valid | is_readout | lif.i.ready)   # A..D move
         a_issue = lin_on & advance_b & (p_loading | a_valid)
@@ -575,9 +651,8 @@ class Accelerator(wiring.Component):
                 first = (p_t == 0) & (op.v0 == 0)
                 m.d.sync += [b_op.eq(Mux(first, LIFOp.FIRST, LIFOp.UPDATE)),
                              b_bias.eq(op.bias_rows != 0), p_h.eq(p_h + 1)]
-                for lane in range(P):
-                    acc = Mux(repeat_one | is_readout, a_acc[lane], a_acc[a_ul])
-                    m.d.sync += b_val[lane].eq(Mux(is_readout, acc, shifted(acc)))
+                m.d.sync += [b_val[lane].eq(Mux(repeat_one | is_readout, a_acc[lane],
+                                                a_acc[a_ul])) for lane in range(P)]
                 with m.If(beat_end):
                     m.d.sync += a_valid.eq(0)
                     with m.If(a_g == op_last["groups"]):
@@ -602,11 +677,17 @@ class Accelerator(wiring.Component):
         drained = o_layout(drain.r_data)
         m.d.comb += [drain.w_data.eq(engine.o.payload.as_value()),
                      drain.w_en.eq(lin_on & engine.o.valid),
-                     engine.o.ready.eq(lin_on & drain.w_rdy)]
+                     # outside LINEAR / READOUT the FIFO is held empty, so a flush drains
+                     # freely: the ready is the FIFO's alone, not the sequencer state's
+                     engine.o.ready.eq(drain.w_rdy)]
         take_beat = lin_on & ~post_done & (~a_valid | (a_issue & beat_end))
         m.d.comb += drain.r_en.eq(take_beat)
         with m.If(take_beat & drain.r_rdy):
-            m.d.sync += [a_valid.eq(1), a_acc.eq(drained.current),
+            # acc_shift applied on the way in: A's issue is then only the repeat select
+            m.d.sync += [a_acc[lane].eq(Mux(is_readout, drained.current[lane],
+                                            shifted(drained.current[lane])))
+                         for lane in range(P)]
+            m.d.sync += [a_valid.eq(1),
                          a_g.eq(drained.index), a_sub.eq(0), a_ul.eq(0), a_j.eq(0)]
 
         # B: the bias word arrives from its block RAM (held there while the stages stall);
@@ -622,13 +703,18 @@ class Accelerator(wiring.Component):
                          c_bias.eq(Mux(b_bias, bias_rd.data.as_value(), 0)),
                          d_valid.eq(c_valid), d_op.eq(c_op), d_h.eq(c_h)]
             m.d.sync += [cur[lane].eq(c_val[lane] + c_bias[lane]) for lane in range(P)]
-        with m.If(lin_on & ~is_readout):
-            m.d.comb += [lif.i.valid.eq(d_valid & ~post_error), lif.i.payload.op.eq(d_op),
-                         lif.i.payload.index.eq(d_h)]
-            m.d.comb += [lif.i.payload.current[lane].eq(cur[lane]) for lane in range(P)]
-            bad = Cat((cur[lane] < cur_lo) | (cur[lane] > cur_hi) for lane in range(P)).any()
-            with m.If(d_valid & (d_op != LIFOp.LOAD) & bad):
-                m.d.sync += post_error.eq(1)
+        # (d_valid is only ever set in LINEAR / READOUT: no gate on the sequencer state)
+        m.d.comb += [lif.i.valid.eq(d_valid & ~post_error & ~is_readout),
+                     lif.i.payload.op.eq(d_op), lif.i.payload.index.eq(d_h)]
+        m.d.comb += [lif.i.payload.current[lane].eq(cur[lane]) for lane in range(P)]
+        # The range check is registered per lane: the run stops a beat later (it fails
+        # anyway; LINEAR ends only after the writer has the last beat, well after).
+        cur_bad = Signal(P)
+        checked = lin_on & ~is_readout & d_valid & (d_op != LIFOp.LOAD)
+        m.d.sync += cur_bad.eq(Cat(checked & ((cur[lane] < cur_lo) | (cur[lane] > cur_hi))
+                                   for lane in range(P)))
+        with m.If(cur_bad.any()):
+            m.d.sync += post_error.eq(1)
         with m.If(lin_on & is_readout & d_valid):
             for g in range(self.readout_groups):
                 with m.If(d_h == g):
@@ -637,7 +723,8 @@ class Accelerator(wiring.Component):
                         m.d.sync += readout_sums[k].eq(readout_sums[k] + cur[lane])
         with m.If(~lin_on):
             m.d.sync += [a_valid.eq(0), b_valid.eq(0), c_valid.eq(0), d_valid.eq(0),
-                         e_full.eq(0), p_loading.eq(0)]
+                         e_full.eq(0), p_loading.eq(0), banks_held.eq(0), r_bank.eq(0),
+                         e_bank.eq(0), *(ready.eq(0) for ready in bank_ready)]
 
         # ------------------------------------------------ LIF spikes -> destination
         w_tok = Signal(16)
@@ -647,25 +734,31 @@ class Accelerator(wiring.Component):
         w_second = Signal()              # signed spikes: the -1 plane
         w_done = Signal()
         lin_write = Signal()             # LINEAR running: the writer owns act_wr
-        spikes = lif.o.payload.spikes
+        # LIF beats reach the writer through a 2-entry FIFO: the LIF's pipeline enables then
+        # hang on the FIFO's registered room, not on the writer's state.
+        lif_beat = lif.o.payload.shape()
+        m.submodules.spike_q = spike_q = ResetInserter(~lin_write)(
+            fifo.SyncFIFO(width=lif_beat.size, depth=2))
+        m.d.comb += [spike_q.w_data.eq(lif.o.payload.as_value()),
+                     spike_q.w_en.eq(lin_write & lif.o.valid)]
+        m.d.comb += lif.o.ready.eq(spike_q.w_rdy)     # held empty (ready) outside LINEAR
+        beat = lif_beat(spike_q.r_data)
+        spikes = beat.spikes
         pos_bits = Cat((spikes[lane] == 1) for lane in range(P))
         neg_bits = Cat((spikes[lane].as_signed() == -1) for lane in range(P)) \
             if cfg.signed_spikes else Const(0, P)
-        is_load_beat = lif.o.payload.op == LIFOp.LOAD
+        is_load_beat = beat.op == LIFOp.LOAD
         signed_dst = dst.kind == BufKind.SIGNED_SPIKES
         with m.If(lin_write):
-            with m.If(lif.o.valid & is_load_beat):
-                m.d.comb += lif.o.ready.eq(1)
-            with m.Elif(lif.o.valid):
-                m.d.comb += [act_wr.en.eq(1),
-                             act_wr.addr.eq(base_t[3] + w_tok_off + w_g_off +
-                                            plane_t(w_second, w_t)),
-                             act_wr.data.eq(Mux(w_second, neg_bits, pos_bits) &
-                                            lane_mask(dst, w_g))]
+            with m.If(spike_q.r_rdy & is_load_beat):
+                m.d.comb += spike_q.r_en.eq(1)
+            with m.Elif(spike_q.r_rdy):
+                post_write(base_t[3] + w_tok_off + w_g_off + plane_t(w_second, w_t),
+                           Mux(w_second, neg_bits, pos_bits) & lane_mask(dst, w_g))
                 with m.If(signed_dst & ~w_second):
                     m.d.sync += w_second.eq(1)
                 with m.Else():
-                    m.d.comb += lif.o.ready.eq(1)
+                    m.d.comb += spike_q.r_en.eq(1)
                     m.d.sync += [w_second.eq(0), w_g.eq(w_g + 1),
                                  w_g_off.eq(w_g_off + grp_step[3])]
                     with m.If(w_g == dst_last["cgroups"]):
@@ -693,11 +786,8 @@ class Accelerator(wiring.Component):
                 with m.If(attn.o.valid & (attn.o.payload.kind.as_value() == final_kind)):
                     index = attn.o.payload.index
                     g_in_head = index[:exact_log2(Gd)] if Gd > 1 else 0
-                    m.d.comb += [act_wr.en.eq(1),
-                                 act_wr.addr.eq(base_t[3] + aw_tok_off + head_off +
-                                                plane_t(g_in_head, a_t)),
-                                 act_wr.data.eq(Cat(attn.o.payload.spikes[lane]
-                                                    for lane in range(P)))]
+                    post_write(base_t[3] + aw_tok_off + head_off + plane_t(g_in_head, a_t),
+                               Cat(attn.o.payload.spikes[lane] for lane in range(P)))
                     m.d.sync += a_idx.eq(a_idx + 1)
                     with m.If(g_in_head == Gd - 1):
                         m.d.sync += aw_tok_off.eq(aw_tok_off + tok_step[3])
@@ -992,12 +1082,10 @@ class Accelerator(wiring.Component):
             with m.State("FLUSH"):
                 # a silent `last` beat makes the engine drain (and clear) every group
                 m.d.comb += [engine.i.valid.eq(1), engine.i.payload.last.eq(1),
-                             engine.i.payload.spikes.eq(0), engine.o.ready.eq(1),
-                             lif.o.ready.eq(1)]
+                             engine.i.payload.spikes.eq(0)]
                 with m.If(engine.i.ready):
                     m.next = "FLUSH_WAIT"
             with m.State("FLUSH_WAIT"):
-                m.d.comb += [engine.o.ready.eq(1), lif.o.ready.eq(1)]
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(~engine.busy & (ctr > 16)):
                     m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(fail_code)]

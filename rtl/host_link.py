@@ -157,6 +157,7 @@ class HostLink(wiring.Component):
         crc_in = Signal(8)
         crc_next = crc16_step(crc, crc_in)
         last_error = Signal(4)
+        done_error = Signal(4)           # the device's answer to LAUNCH, registered
 
         rptr = Signal(range(MAX_PAYLOAD))
         ptr = Signal(self.addr_width)                 # device address of the next byte
@@ -357,17 +358,21 @@ class HostLink(wiring.Component):
                 m.d.sync += [dev.cmd_start.eq(1), running.eq(cmd == Cmd.RUN)]
                 m.next = "WAIT_DONE"
             with m.State("WAIT_DONE"):
+                # the device's answer is registered before it steers the reply (a long path
+                # from the sequencer otherwise)
                 with m.If(dev.cmd_done):
-                    m.d.sync += running.eq(0)
-                    with m.If(dev.cmd_error != 0):
-                        nack(dev.cmd_error)
-                    with m.Elif(cmd == Cmd.LOAD):
-                        ack(10, dev.load_info)
-                    with m.Elif(cmd == Cmd.RUN):
-                        ack(8, Cat(dev.run_ops, dev.run_sats))
-                    with m.Else():                         # RESET
-                        m.d.sync += last_error.eq(0)
-                        ack(0)
+                    m.d.sync += [running.eq(0), done_error.eq(dev.cmd_error)]
+                    m.next = "DONE"
+            with m.State("DONE"):
+                with m.If(done_error != 0):
+                    nack(done_error)
+                with m.Elif(cmd == Cmd.LOAD):
+                    ack(10, dev.load_info)
+                with m.Elif(cmd == Cmd.RUN):
+                    ack(8, Cat(dev.run_ops, dev.run_sats))
+                with m.Else():                             # RESET
+                    m.d.sync += last_error.eq(0)
+                    ack(0)
 
             # ---------------------------------------------------------------- reply
             def goto(state):
