@@ -352,27 +352,32 @@ class Accelerator(wiring.Component):
                     m.d.comb += vals_next[lane].eq(vals[lane] + Mux(act_rd.data[lane], rd_unit, 0))
         completing = rd_valid & rd_last
         # A complete word is registered (c), range-checked per lane into registers (c2) and
-        # then waits, with its verdict, in a 2-entry queue for the plane writer. The reader
-        # starts a word only when the queue has room for it and for the words in flight
-        # (reading, in c or c2): a decision on registers alone.
+        # then waits, with its verdict, in a FIFO for the plane writer. The reader starts a
+        # word only when the FIFO has room for it and for the words in flight (reading, in c
+        # or c2): a decision on registers alone. VAL_QUEUE covers the reader's latency.
+        VAL_QUEUE = 8
         c_valid, c_vals = Signal(), Signal(data.ArrayLayout(VALUE, P))
         c_off, c_t = Signal(addr_shape), Signal(range(T + 1))
         c2_valid, c2_vals = Signal(), Signal(data.ArrayLayout(VALUE, P))
         c2_off, c2_t, c2_lane_ok = Signal(addr_shape), Signal(range(T + 1)), Signal(P)
-        q_vals = [Signal(data.ArrayLayout(VALUE, P), name=f"q_vals{k}") for k in range(2)]
-        q_off = [Signal(addr_shape, name=f"q_off{k}") for k in range(2)]
-        q_t = [Signal(range(T + 1), name=f"q_t{k}") for k in range(2)]
-        q_ok = [Signal(name=f"q_ok{k}") for k in range(2)]
-        q_n = Signal(range(3))           # complete words queued
-        in_flight = Signal(range(3))     # words started, not queued
-        # c: the word; c2: the word with its per-lane range verdicts
+        word_layout = data.StructLayout({"vals": data.ArrayLayout(VALUE, P), "off": addr_shape,
+                                         "t": range(T + 1), "ok": 1})
+        m.submodules.val_q = val_q = ResetInserter(~val_on)(
+            fifo.SyncFIFO(width=word_layout.size, depth=VAL_QUEUE))
+        head = word_layout(val_q.r_data)
+        in_flight = Signal(range(VAL_QUEUE + 1))     # words started, not queued
         m.d.sync += [c2_valid.eq(c_valid), c2_vals.eq(c_vals), c2_off.eq(c_off), c2_t.eq(c_t),
                      c2_lane_ok.eq(Cat((c_vals[lane] >= val_lo) & (c_vals[lane] <= val_hi)
                                        for lane in range(P)))]
+        queued = Signal(word_layout)
+        m.d.comb += [queued.vals.eq(c2_vals), queued.off.eq(c2_off), queued.t.eq(c2_t),
+                     queued.ok.eq(c2_lane_ok.all()),
+                     val_q.w_data.eq(queued.as_value()), val_q.w_en.eq(c2_valid)]
         pw_on_last = Signal()            # pw_pln == the last plane (registered)
         pw_free = ~pw_full | pw_on_last  # free, or writes its last plane now
-        take = val_on & (q_n != 0) & pw_free & q_ok[0]
-        val_error = val_on & (q_n != 0) & ~q_ok[0]
+        take = val_on & val_q.r_rdy & pw_free & head.ok
+        val_error = val_on & val_q.r_rdy & ~head.ok
+        m.d.comb += val_q.r_en.eq(take)
         m.d.sync += [vals.eq(Mux(completing, 0, vals_next)), c_valid.eq(completing)]
         with m.If(completing):
             m.d.sync += [c_vals.eq(vals_next), c_off.eq(h_off), c_t.eq(h_t)]
@@ -382,21 +387,12 @@ class Accelerator(wiring.Component):
             with m.If(pw_on_last):
                 m.d.sync += [pw_full.eq(0), pw_pln.eq(0)]
         with m.If(take):
-            m.d.sync += [pw_full.eq(1), pw_vals.eq(q_vals[0]), pw_pln.eq(0),
+            m.d.sync += [pw_full.eq(1), pw_vals.eq(head.vals), pw_pln.eq(0),
                          pw_on_last.eq(dst_last["planes"] == 0),
-                         pw_off.eq(q_off[0]), pw_t.eq(q_t[0]),
-                         q_vals[0].eq(q_vals[1]), q_off[0].eq(q_off[1]), q_t[0].eq(q_t[1]),
-                         q_ok[0].eq(q_ok[1])]
-        with m.If(c2_valid):             # the word joins the queue behind what stays
-            slot = q_n - take
-            for k in range(2):
-                with m.If(slot == k):
-                    m.d.sync += [q_vals[k].eq(c2_vals), q_off[k].eq(c2_off), q_t[k].eq(c2_t),
-                                 q_ok[k].eq(c2_lane_ok.all())]
-        m.d.sync += q_n.eq(q_n + c2_valid - take)
+                         pw_off.eq(head.off), pw_t.eq(head.t)]
 
         # the reader: a word starts when the queue holds room for it
-        rd_issue = val_on & ~rd_done & ((ctr != 0) | (q_n + in_flight < 2))
+        rd_issue = val_on & ~rd_done & ((ctr != 0) | (val_q.level + in_flight < VAL_QUEUE))
         rd_word_last = ctr == last_read
         m.d.sync += in_flight.eq(in_flight + (rd_issue & (ctr == 0)) - c2_valid)
         # A read is requested (its address registered) a cycle before it is made: no counter
@@ -439,9 +435,9 @@ class Accelerator(wiring.Component):
                                      enc_grp.eq(enc_tok + dst.channels)]
                         with m.If(token == dst_last["tokens"]):
                             m.d.sync += rd_done.eq(1)
-        val_idle = rd_done & (in_flight == 0) & (q_n == 0) & ~pw_full
+        val_idle = rd_done & (in_flight == 0) & ~val_q.r_rdy & ~pw_full
         with m.If(~val_on):
-            m.d.sync += [rq_valid.eq(0), rd_valid.eq(0), q_n.eq(0), in_flight.eq(0),
+            m.d.sync += [rq_valid.eq(0), rd_valid.eq(0), in_flight.eq(0),
                          pw_full.eq(0), vals.eq(0), c_valid.eq(0), c2_valid.eq(0)]
 
         # --------------------------------------------------------------- scanner
