@@ -314,8 +314,12 @@ class Accelerator(wiring.Component):
         rd_valid, rd_last = Signal(), Signal()           # read data arrives (the word's last)
         rd_k = Signal(8)                 # ... of read k of its word
         rd_unit = Signal(VALUE)          # ADD: what a set bit of the arriving plane is worth
+        rd_act, rd_in = Signal(P), Signal(8)     # the read data, registered
         rd_done = Signal()               # every read of the op issued
-        h_t = Signal(range(T + 1))
+        # where the word goes (dst offset, timestep): set with its last read, carried along
+        # the read pipeline (a word of 2 reads may start its successor's last read before
+        # its own data has arrived)
+        h_t, mv_h_t, rd_h_t = (Signal(range(T + 1), name=n) for n in ("h_t", "mv_h_t", "rd_h_t"))
         pw_full = Signal()
         pw_vals = Signal(data.ArrayLayout(VALUE, P))
         pw_pln = Signal(6)
@@ -323,7 +327,9 @@ class Accelerator(wiring.Component):
         # the (token, group) offset of the word: src, src1 (reader) and dst; ENCODE's input
         # element of (token, group, t) = enc_t + enc_grp + lane
         rd_off = [Signal(addr_shape, name=f"rd_off{k}") for k in range(3)]
-        h_off, pw_off = Signal(addr_shape), Signal(addr_shape)
+        h_off, mv_h_off, rd_h_off = (Signal(addr_shape, name=n)
+                                     for n in ("h_off", "mv_h_off", "rd_h_off"))
+        pw_off = Signal(addr_shape)
         in_tc = Signal(range(self.input_bytes + 1))     # input tokens · channels (LOAD)
         enc_t, enc_grp, enc_tok = (Signal(range(self.input_bytes + 1), name=n)
                                    for n in ("enc_t", "enc_grp", "enc_tok"))
@@ -341,15 +347,15 @@ class Accelerator(wiring.Component):
         with m.If(rd_valid):
             with m.If(encoding):
                 with m.If(~rd_k[0]):
-                    m.d.sync += lo_byte.eq(in_rd.data)
+                    m.d.sync += lo_byte.eq(rd_in)
                 with m.Else():
-                    value = Cat(lo_byte, in_rd.data).as_signed()
+                    value = Cat(lo_byte, rd_in).as_signed()
                     for lane in range(P):
                         with m.If((rd_k >> 1) == lane):
                             m.d.comb += vals_next[lane].eq(value)
             with m.Else():
                 for lane in range(P):
-                    m.d.comb += vals_next[lane].eq(vals[lane] + Mux(act_rd.data[lane], rd_unit, 0))
+                    m.d.comb += vals_next[lane].eq(vals[lane] + Mux(rd_act[lane], rd_unit, 0))
         completing = rd_valid & rd_last
         # A complete word is registered (c), range-checked per lane into registers (c2) and
         # then waits, with its verdict, in a FIFO for the plane writer. The reader starts a
@@ -380,7 +386,7 @@ class Accelerator(wiring.Component):
         m.d.comb += val_q.r_en.eq(take)
         m.d.sync += [vals.eq(Mux(completing, 0, vals_next)), c_valid.eq(completing)]
         with m.If(completing):
-            m.d.sync += [c_vals.eq(vals_next), c_off.eq(h_off), c_t.eq(h_t)]
+            m.d.sync += [c_vals.eq(vals_next), c_off.eq(rd_h_off), c_t.eq(rd_h_t)]
         with m.If(val_on & pw_full):
             post_write(base_t[3] + pw_off + plane_t(pw_pln, pw_t), plane_bits(dst, pw_pln, pw_vals))
             m.d.sync += [pw_pln.eq(pw_pln + 1), pw_on_last.eq(pw_pln + 1 == dst_last["planes"])]
@@ -400,9 +406,14 @@ class Accelerator(wiring.Component):
         rq_valid, rq_last, rq_k = Signal(), Signal(), Signal(8)
         rq_addr, rq_unit = Signal(addr_shape), Signal(VALUE)
         rq_in_addr = Signal.like(in_rd.addr)
+        # request (rq) -> the memory reads (mv) -> its data registered (rd) -> accumulated
+        mv_valid, mv_last, mv_k, mv_unit = Signal(), Signal(), Signal(8), Signal(VALUE)
         m.d.sync += [rq_valid.eq(rd_issue), rq_last.eq(rd_issue & rd_word_last), rq_k.eq(ctr),
-                     rd_valid.eq(rq_valid), rd_last.eq(rq_last), rd_k.eq(rq_k),
-                     rd_unit.eq(rq_unit)]
+                     mv_valid.eq(rq_valid), mv_last.eq(rq_last), mv_k.eq(rq_k),
+                     mv_unit.eq(rq_unit),
+                     rd_valid.eq(mv_valid), rd_last.eq(mv_last), rd_k.eq(mv_k),
+                     rd_unit.eq(mv_unit), rd_act.eq(act_rd.data), rd_in.eq(in_rd.data),
+                     mv_h_off.eq(h_off), mv_h_t.eq(h_t), rd_h_off.eq(mv_h_off), rd_h_t.eq(mv_h_t)]
         with m.If(rq_valid):
             with m.If(encoding):
                 m.d.comb += in_rd.addr.eq(rq_in_addr)
@@ -437,7 +448,7 @@ class Accelerator(wiring.Component):
                             m.d.sync += rd_done.eq(1)
         val_idle = rd_done & (in_flight == 0) & ~val_q.r_rdy & ~pw_full
         with m.If(~val_on):
-            m.d.sync += [rq_valid.eq(0), rd_valid.eq(0), in_flight.eq(0),
+            m.d.sync += [rq_valid.eq(0), mv_valid.eq(0), rd_valid.eq(0), in_flight.eq(0),
                          pw_full.eq(0), vals.eq(0), c_valid.eq(0), c2_valid.eq(0)]
 
         # --------------------------------------------------------------- scanner
@@ -523,13 +534,13 @@ class Accelerator(wiring.Component):
         with m.If(lin_on):
             m.d.comb += [engine.i.valid.eq(event_q.r_rdy), engine.i.payload.eq(event_q.r_data),
                          event_q.r_en.eq(engine.i.ready)]
-            with m.If(e_full & ~e_has & ~e_last):
+        # (outside LINEAR / READOUT e_full is held clear: no gate on the sequencer state)
+        with m.If(e_full & ~e_has & ~e_last):
+            m.d.sync += e_full.eq(0)
+        with m.Elif(e_sent):
+            m.d.sync += [e_mask.eq(e_rest), e_sel.eq(lowest(e_rest)), e_count.eq(e_count - 1)]
+            with m.If(e_final):
                 m.d.sync += e_full.eq(0)
-            with m.Elif(e_sent):
-                m.d.sync += [e_mask.eq(e_rest), e_sel.eq(lowest(e_rest)),
-                             e_count.eq(e_count - 1)]
-                with m.If(e_final):
-                    m.d.sync += e_full.eq(0)
 
         # reader: a slot's first read needs a bank that is not held
         r_issue = lin_on & ~r_done & ((r_t != 0) | (banks_held < 2))
@@ -580,8 +591,9 @@ class Accelerator(wiring.Component):
                                  e_sel.eq(lowest(bank_live[b])),
                                  e_count.eq(bank_count[b]), e_grp.eq(bank_grp[b]),
                                  e_pln.eq(bank_pln[b]), e_row.eq(bank_row[b]),
-                                 e_last.eq(bank_last[b]), bank_ready[b].eq(0),
-                                 scan_skipped.eq(scan_skipped + bank_silent[b])]
+                                 e_last.eq(bank_last[b]), bank_ready[b].eq(0)]
+                    with m.If(lin_on):
+                        m.d.sync += scan_skipped.eq(scan_skipped + bank_silent[b])
             m.d.sync += e_bank.eq(~e_bank)
 
         # --------------------------------- engine drain -> LIF / readout (post unit)

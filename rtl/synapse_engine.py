@@ -236,18 +236,22 @@ class SynapseEngine(wiring.Component):
                      u_w.eq(w_rd.data),
                      u_acc.eq(Mux(f_after_u, acc_out,
                                   Mux(f_after_lw1, lw1_acc, a_rd.data)))]
-        # The weight term of a lane, shifted and negated (bit planes, signed spikes). With
-        # neither feature this is the weight itself (no logic).
-        term_width = self.weight_width + self.max_shift + self.signed_events
-        u_term = Signal(data.ArrayLayout(signed(term_width), P))
+        # The weight term of a lane, shifted (bit planes) and negated (signed spikes). The
+        # negation is folded into the accumulate as ~term + 1 (the 1 as the adder's carry-in),
+        # so the loop holds one carry chain. With neither feature the term is the weight.
+        shift_width = self.weight_width + self.max_shift
+        u_shifted = Signal(data.ArrayLayout(signed(shift_width), P))
         for lane in range(P):
-            shifted = u_w[lane] << u_shift if self.max_shift else u_w[lane]
-            m.d.comb += u_term[lane].eq(Mux(u_negate, -shifted, shifted)
-                                        if self.signed_events else shifted)
+            m.d.comb += u_shifted[lane].eq(u_w[lane] << u_shift if self.max_shift else u_w[lane])
+        flip = u_negate.replicate(shift_width).as_signed()
         for t in range(T):
             for lane in range(P):
-                m.d.comb += acc_out[t][lane].eq(
-                    u_acc[t][lane] + Mux(u_spikes[t], u_term[lane], 0))
+                if self.signed_events:
+                    added = (u_acc[t][lane] + Mux(u_spikes[t], u_shifted[lane] ^ flip, 0)
+                             + (u_spikes[t] & u_negate))
+                else:
+                    added = u_acc[t][lane] + Mux(u_spikes[t], u_shifted[lane], 0)
+                m.d.comb += acc_out[t][lane].eq(added)
         m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out)]
 
         # --- drain: timestep-major read of every group, + bias, clear after the last t ---
