@@ -191,7 +191,6 @@ class Accelerator(wiring.Component):
                 for n in ("src0", "src1", "src2", "dst")]
         src, src1, src2, dst = bufs
         token = Signal(16)
-        group = Signal(16)
         tstep = Signal(range(T + 1))
         ctr = Signal(16)
 
@@ -295,6 +294,9 @@ class Accelerator(wiring.Component):
         # both sources. On its last read's data the word is range-checked and handed to the
         # plane writer, which writes the destination planes (one a cycle) while the reader
         # goes on with the next word.
+        # the unit's own walk: read k (v_ctr) of word (v_token, v_group, v_tstep)
+        v_token, v_group = Signal(16), Signal(16)
+        v_tstep, v_ctr = Signal(range(T + 1)), Signal(16)
         val_on = Signal()                # ENC_READ or ADD_READ: the unit runs
         encoding = Signal()              # ENCODE (not ADD) owns the value unit
         vals = Signal(data.ArrayLayout(VALUE, P))        # the word being assembled
@@ -306,7 +308,7 @@ class Accelerator(wiring.Component):
         # register after the buffer fields (valid from the unit's second cycle); a word has
         # at least 2 reads, so nothing compares against them at ctr = 0.
         in_last_group = Signal()
-        m.d.sync += in_last_group.eq(group == dst.cgroups - 1)
+        m.d.sync += in_last_group.eq(v_group == dst.cgroups - 1)
         enc_last_read = held(Mux(dst.channels[:exact_log2(P)] == 0, 2 * P, dst.channels[
             :exact_log2(P)] * 2) - 1, "enc_last_read") if P > 1 else Const(1)
         add_last_read = held(n0 + src1.planes - 1, "add_last_read")
@@ -398,9 +400,9 @@ class Accelerator(wiring.Component):
                          pw_off.eq(head.off), pw_t.eq(head.t)]
 
         # the reader: a word starts when the queue holds room for it
-        rd_issue = val_on & ~rd_done & ((ctr != 0) | (val_q.level + in_flight < VAL_QUEUE))
-        rd_word_last = ctr == last_read
-        m.d.sync += in_flight.eq(in_flight + (rd_issue & (ctr == 0)) - c2_valid)
+        rd_issue = val_on & ~rd_done & ((v_ctr != 0) | (val_q.level + in_flight < VAL_QUEUE))
+        rd_word_last = v_ctr == last_read
+        m.d.sync += in_flight.eq(in_flight + (rd_issue & (v_ctr == 0)) - c2_valid)
         # A read is requested (its address registered) a cycle before it is made: no counter
         # logic in front of the memories' address inputs.
         rq_valid, rq_last, rq_k = Signal(), Signal(), Signal(8)
@@ -408,7 +410,7 @@ class Accelerator(wiring.Component):
         rq_in_addr = Signal.like(in_rd.addr)
         # request (rq) -> the memory reads (mv) -> its data registered (rd) -> accumulated
         mv_valid, mv_last, mv_k, mv_unit = Signal(), Signal(), Signal(8), Signal(VALUE)
-        m.d.sync += [rq_valid.eq(rd_issue), rq_last.eq(rd_issue & rd_word_last), rq_k.eq(ctr),
+        m.d.sync += [rq_valid.eq(rd_issue), rq_last.eq(rd_issue & rd_word_last), rq_k.eq(v_ctr),
                      mv_valid.eq(rq_valid), mv_last.eq(rq_last), mv_k.eq(rq_k),
                      mv_unit.eq(rq_unit),
                      rd_valid.eq(mv_valid), rd_last.eq(mv_last), rd_k.eq(mv_k),
@@ -421,30 +423,30 @@ class Accelerator(wiring.Component):
                 m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(rq_addr)]
         with m.If(rd_issue):
             with m.If(encoding):
-                m.d.sync += rq_in_addr.eq(Cat(ctr[0], enc_t + enc_grp + (ctr >> 1)))
+                m.d.sync += rq_in_addr.eq(Cat(v_ctr[0], enc_t + enc_grp + (v_ctr >> 1)))
             with m.Else():
-                rd_first = ctr < n0
-                rd_plane = Mux(rd_first, ctr, ctr - n0)[:6]
+                rd_first = v_ctr < n0
+                rd_plane = Mux(rd_first, v_ctr, v_ctr - n0)[:6]
                 # what a set bit of this plane adds, ready when its data arrives
                 m.d.sync += rq_unit.eq(Mux(rd_first, plane_value(src, rd_plane, 1),
                                            plane_value(src1, rd_plane, 1)))
                 m.d.sync += rq_addr.eq(Mux(rd_first, base_t[0] + rd_off[0],
-                                           base_t[1] + rd_off[1]) + plane_t(rd_plane, tstep))
-            m.d.sync += ctr.eq(ctr + 1)
+                                           base_t[1] + rd_off[1]) + plane_t(rd_plane, v_tstep))
+            m.d.sync += v_ctr.eq(v_ctr + 1)
             with m.If(rd_word_last):
                 # t fastest, then groups, then tokens
-                m.d.sync += [ctr.eq(0), h_off.eq(rd_off[2]), h_t.eq(tstep),
-                             tstep.eq(tstep + 1), enc_t.eq(enc_t + in_tc)]
-                with m.If(tstep == T - 1):
-                    m.d.sync += [tstep.eq(0), group.eq(group + 1), enc_t.eq(0),
+                m.d.sync += [v_ctr.eq(0), h_off.eq(rd_off[2]), h_t.eq(v_tstep),
+                             v_tstep.eq(v_tstep + 1), enc_t.eq(enc_t + in_tc)]
+                with m.If(v_tstep == T - 1):
+                    m.d.sync += [v_tstep.eq(0), v_group.eq(v_group + 1), enc_t.eq(0),
                                  enc_grp.eq(enc_grp + P)]
                     m.d.sync += [rd_off[k].eq(rd_off[k] + grp_step[k if k < 2 else 3])
                                  for k in range(3)]
-                    with m.If(group == dst_last["cgroups"]):
-                        m.d.sync += [group.eq(0), token.eq(token + 1),
+                    with m.If(v_group == dst_last["cgroups"]):
+                        m.d.sync += [v_group.eq(0), v_token.eq(v_token + 1),
                                      enc_tok.eq(enc_tok + dst.channels),
                                      enc_grp.eq(enc_tok + dst.channels)]
-                        with m.If(token == dst_last["tokens"]):
+                        with m.If(v_token == dst_last["tokens"]):
                             m.d.sync += rd_done.eq(1)
         val_idle = rd_done & (in_flight == 0) & ~val_q.r_rdy & ~pw_full
         with m.If(~val_on):
@@ -927,8 +929,9 @@ class Accelerator(wiring.Component):
                 abort_check()
             with m.State("ENC_BUF"):
                 m.d.comb += run_cycle.eq(1)
-                m.d.sync += [dst.eq(buf_rd.data), token.eq(0), group.eq(0), tstep.eq(0),
-                             ctr.eq(0), rd_done.eq(0), enc_t.eq(0), enc_grp.eq(0),
+                m.d.sync += [dst.eq(buf_rd.data), token.eq(0), tstep.eq(0),
+                             ctr.eq(0), rd_done.eq(0), v_token.eq(0), v_group.eq(0),
+                             v_tstep.eq(0), v_ctr.eq(0), enc_t.eq(0), enc_grp.eq(0),
                              enc_tok.eq(0), rd_off[2].eq(0)]
                 m.next = "ENC_READ"
                 abort_check()
@@ -970,8 +973,9 @@ class Accelerator(wiring.Component):
                     with m.If(ctr == k + 1):
                         m.d.sync += b.eq(buf_rd.data)
                 with m.If(ctr == 4):
-                    m.d.sync += [token.eq(0), group.eq(0), tstep.eq(0),
-                                 head.eq(0), ctr.eq(0)]
+                    m.d.sync += [token.eq(0), tstep.eq(0),
+                                 head.eq(0), ctr.eq(0), v_token.eq(0), v_group.eq(0),
+                                 v_tstep.eq(0), v_ctr.eq(0)]
                     m.next = "OP_START"
                 abort_check()
             with m.State("OP_START"):
@@ -996,7 +1000,8 @@ class Accelerator(wiring.Component):
                         with m.Else():
                             m.next = "LIN_RUN"
                     with m.Case(Op.ADD):
-                        m.d.sync += [rd_done.eq(0), ctr.eq(0)] + [r.eq(0) for r in rd_off]
+                        m.d.sync += [rd_done.eq(0), ctr.eq(0), v_ctr.eq(0)] + [
+                            r.eq(0) for r in rd_off]
                         m.next = "ADD_READ"
                     if attn is not None:
                         with m.Case(Op.ATTENTION):
