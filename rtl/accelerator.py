@@ -744,6 +744,7 @@ class Accelerator(wiring.Component):
         w_second = Signal()              # signed spikes: the -1 plane
         w_done = Signal()
         lin_write = Signal()             # LINEAR running: the writer owns act_wr
+        m.d.comb += lin_write.eq(lin_on & ~is_readout)
         # LIF beats reach the writer through a 2-entry FIFO: the LIF's pipeline enables then
         # hang on the FIFO's registered room, not on the writer's state.
         lif_beat = lif.o.payload.shape()
@@ -780,7 +781,8 @@ class Accelerator(wiring.Component):
                                 m.d.sync += w_done.eq(1)
 
         # ------------------------------------------- attention spikes -> destination
-        a_on = Signal()
+        a_on = Signal()                  # ATTN_READ or ATTN_WAIT
+        ar_on = Signal()                 # ATTN_READ
         a_t = Signal(range(T + 1))
         a_idx = Signal(16)
         a_done = Signal()
@@ -808,7 +810,6 @@ class Accelerator(wiring.Component):
 
             # the row reader: 3·Gd words {q, k, v} of (token, t) a row, one read a cycle,
             # the next row read while the core takes this one
-            ar_on = Signal()             # ATTN_READ
             reads = 3 * Gd
             ar_k = Signal(range(reads))
             ar_done = Signal()           # every row of the head issued
@@ -856,11 +857,21 @@ class Accelerator(wiring.Component):
         fail_code = Signal(4)            # what a stopped run answers
         abort = self.abort | dev.abort
 
+        # The units' run flags are registers, set with every state change from the state
+        # entered (no state decoding in front of the units' logic). Every transition goes
+        # through `go`, so a flag is exactly "the sequencer is in one of its states".
+        unit_states = ((val_on, ("ENC_READ", "ADD_READ")), (lin_on, ("LIN_RUN",)),
+                       (a_on, ("ATTN_READ", "ATTN_WAIT")), (ar_on, ("ATTN_READ",)))
+
+        def go(state):
+            m.next = state
+            m.d.sync += [flag.eq(state in states) for flag, states in unit_states]
+
         def abort_check():
             # `abort` stops a run from any of its states (last in the state: it wins)
             with m.If(abort):
                 m.d.sync += fail_code.eq(Error.ABORTED)
-                m.next = "FAIL"
+                go("FAIL")
 
         with m.FSM(name="seq") as seq:
             with m.State("IDLE"):
@@ -869,7 +880,7 @@ class Accelerator(wiring.Component):
                         with m.Case(Cmd.LOAD):
                             m.d.comb += [loader.start.eq(1), loader.size.eq(dev.load_size)]
                             m.d.sync += loaded.eq(0)
-                            m.next = "LOADING"
+                            go("LOADING")
                         with m.Case(Cmd.RUN):
                             with m.If(loaded):
                                 m.d.sync += [cycles.eq(0), op_index.eq(0), post_error.eq(0),
@@ -880,14 +891,14 @@ class Accelerator(wiring.Component):
                                              lif.clear_flags.eq(1)]
                                 if attn is not None:
                                     m.d.comb += attn.clear_counters.eq(1)
-                                m.next = "ENC_FETCH"
+                                go("ENC_FETCH")
                             with m.Else():
                                 m.d.comb += [dev.cmd_done.eq(1),
                                              dev.cmd_error.eq(Error.NO_PROGRAM)]
                                 m.d.sync += state.eq(State.ERROR)
                         with m.Case(Cmd.RESET):
                             m.d.sync += ctr.eq(0)
-                            m.next = "CLEAR_INPUT"
+                            go("CLEAR_INPUT")
                         with m.Default():
                             m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(Error.UNKNOWN_CMD)]
 
@@ -896,17 +907,17 @@ class Accelerator(wiring.Component):
                     with m.If(loader.error):
                         m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(Error.BAD_PROGRAM)]
                         m.d.sync += state.eq(State.ERROR)
-                        m.next = "IDLE"
+                        go("IDLE")
                     with m.Else():
                         m.d.sync += [ctr.eq(0), input_size.eq(0), output_size.eq(0), in_tc.eq(0),
                                      ran.eq(0), layers_size.eq(header.n_ops << 2)]
-                        m.next = "LOAD_SIZES"
+                        go("LOAD_SIZES")
             with m.State("LOAD_SIZES"):
                 # INPUT bytes = 2·T·tokens·channels, one token per cycle (no multiplier)
                 with m.If(ctr == header.info[1]):
                     m.d.comb += dev.cmd_done.eq(1)
                     m.d.sync += [loaded.eq(1), state.eq(State.READY)]
-                    m.next = "IDLE"
+                    go("IDLE")
                 with m.Else():
                     m.d.sync += [ctr.eq(ctr + 1),
                                  input_size.eq(input_size + header.info[2] * (2 * T)),
@@ -920,12 +931,12 @@ class Accelerator(wiring.Component):
                     m.d.comb += dev.cmd_done.eq(1)
                     m.d.sync += [output_size.eq(0),
                                  state.eq(Mux(loaded, State.READY, State.IDLE))]
-                    m.next = "IDLE"
+                    go("IDLE")
 
             # ---- ENCODE: the input buffer's planes from the int16 input elements
             with m.State("ENC_FETCH"):
                 m.d.comb += [run_cycle.eq(1), buf_rd.addr.eq(header.input_buffer)]
-                m.next = "ENC_BUF"
+                go("ENC_BUF")
                 abort_check()
             with m.State("ENC_BUF"):
                 m.d.comb += run_cycle.eq(1)
@@ -933,15 +944,15 @@ class Accelerator(wiring.Component):
                              ctr.eq(0), rd_done.eq(0), v_token.eq(0), v_group.eq(0),
                              v_tstep.eq(0), v_ctr.eq(0), enc_t.eq(0), enc_grp.eq(0),
                              enc_tok.eq(0), rd_off[2].eq(0)]
-                m.next = "ENC_READ"
+                go("ENC_READ")
                 abort_check()
             with m.State("ENC_READ"):
                 # the value unit encodes every (token, group, t) word of the input buffer
-                m.d.comb += [run_cycle.eq(1), val_on.eq(1)]
+                m.d.comb += run_cycle.eq(1)
                 with m.If(val_error):
-                    m.next = "FAIL"
+                    go("FAIL")
                 with m.Elif(val_idle):
-                    m.next = "OP_FETCH"
+                    go("OP_FETCH")
                 abort_check()
 
             # ---- the next op: its entry, then its four buffers
@@ -949,19 +960,19 @@ class Accelerator(wiring.Component):
                 m.d.comb += [run_cycle.eq(1), layers_wr.addr.eq(op_index),
                              layers_wr.data.eq(self.op_cycles), layers_wr.en.eq(1)]
                 m.d.sync += op_index.eq(op_index + 1)
-                m.next = "OP_FETCH"
+                go("OP_FETCH")
                 abort_check()
             with m.State("OP_FETCH"):
                 m.d.comb += [run_cycle.eq(1), op_rd.addr.eq(op_index)]
                 m.d.sync += [self.op_cycles.eq(0), encoding.eq(0)]
-                m.next = "OP_ENTRY"
+                go("OP_ENTRY")
                 with m.If(op_index == header.n_ops):
-                    m.next = "FINISH"
+                    go("FINISH")
                 abort_check()
             with m.State("OP_ENTRY"):
                 m.d.comb += run_cycle.eq(1)
                 m.d.sync += [op.eq(op_rd.data), ctr.eq(0)]
-                m.next = "OP_BUFS"
+                go("OP_BUFS")
                 abort_check()
             with m.State("OP_BUFS"):
                 m.d.comb += run_cycle.eq(1)
@@ -976,7 +987,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [token.eq(0), tstep.eq(0),
                                  head.eq(0), ctr.eq(0), v_token.eq(0), v_group.eq(0),
                                  v_tstep.eq(0), v_ctr.eq(0)]
-                    m.next = "OP_START"
+                    go("OP_START")
                 abort_check()
             with m.State("OP_START"):
                 m.d.comb += run_cycle.eq(1)
@@ -996,13 +1007,13 @@ class Accelerator(wiring.Component):
                                      lif.cfg.leak_en.eq(op.leak != 255),
                                      lif.cfg.leak_shift.eq(op.leak)]
                         with m.If((op.acc_shift > MAX_LEFT_SHIFT) | (op.acc_shift < -31)):
-                            m.next = "FAIL"
+                            go("FAIL")
                         with m.Else():
-                            m.next = "LIN_RUN"
+                            go("LIN_RUN")
                     with m.Case(Op.ADD):
                         m.d.sync += [rd_done.eq(0), ctr.eq(0), v_ctr.eq(0)] + [
                             r.eq(0) for r in rd_off]
-                        m.next = "ADD_READ"
+                        go("ADD_READ")
                     if attn is not None:
                         with m.Case(Op.ATTENTION):
                             m.d.comb += [attn.cfg.we.eq(1), attn.cfg.mode.eq(op.mode),
@@ -1016,23 +1027,23 @@ class Accelerator(wiring.Component):
                             m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
                                          ar_done.eq(0), ar_k.eq(0), head_off.eq(0),
                                          aw_tok_off.eq(0), ar_tok_off.eq(0)]
-                            m.next = "ATTN_READ"
+                            go("ATTN_READ")
                     with m.Default():
-                        m.next = "FAIL"
+                        go("FAIL")
                 abort_check()
 
             # ---- LINEAR / READOUT: the reader, emitter, engine, post unit and writer run
             # concurrently (tokens pipeline through them) until the last LIF beat is written
             with m.State("LIN_RUN"):
-                m.d.comb += [run_cycle.eq(1), lin_on.eq(1), lin_write.eq(~is_readout)]
+                m.d.comb += run_cycle.eq(1)
                 with m.If(post_error):
-                    m.next = "FAIL"
+                    go("FAIL")
                 with m.Elif(post_done & ~b_valid & ~c_valid & ~d_valid &
                             (is_readout | w_done)):
                     m.d.sync += ctr.eq(0)
-                    m.next = "OP_NEXT"
+                    go("OP_NEXT")
                     with m.If(is_readout):
-                        m.next = "OUT_WRITE"
+                        go("OUT_WRITE")
                 abort_check()
             with m.State("OUT_WRITE"):
                 # the READOUT totals as little-endian int32 bytes
@@ -1046,34 +1057,34 @@ class Accelerator(wiring.Component):
                              out_wr.data.eq(total.as_unsigned().word_select(byte_sel, 8))]
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(ctr == op.n_out * 4 - 1):
-                    m.next = "OP_NEXT"
+                    go("OP_NEXT")
                 abort_check()
 
             # ---- ADD: element values of both sources for one (token, group, t)
             with m.State("ADD_READ"):
                 # the value unit sums both sources' planes word by word into the destination
-                m.d.comb += [run_cycle.eq(1), val_on.eq(1)]
+                m.d.comb += run_cycle.eq(1)
                 with m.If(val_error):
-                    m.next = "FAIL"
+                    go("FAIL")
                 with m.Elif(val_idle):
-                    m.next = "OP_NEXT"
+                    go("OP_NEXT")
                 abort_check()
 
             # ---- ATTENTION: rows {q, k, v} of head `head`, timestep-major
             if attn is not None:
                 with m.State("ATTN_READ"):
-                    m.d.comb += [run_cycle.eq(1), a_on.eq(1), ar_on.eq(1)]
+                    m.d.comb += run_cycle.eq(1)
                     with m.If(ar_idle):
-                        m.next = "ATTN_WAIT"
+                        go("ATTN_WAIT")
                     abort_check()
                 with m.State("ATTN_WAIT"):
-                    m.d.comb += [run_cycle.eq(1), a_on.eq(1)]
+                    m.d.comb += run_cycle.eq(1)
                     with m.If(a_done):
                         m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
                                      ar_k.eq(0), head_off.eq(head_off + Gd * T)]
-                        m.next = "ATTN_READ"
+                        go("ATTN_READ")
                         with m.If(head == op.heads - 1):
-                            m.next = "OP_NEXT"
+                            go("OP_NEXT")
                     abort_check()
 
             with m.State("FINISH"):
@@ -1085,25 +1096,25 @@ class Accelerator(wiring.Component):
                              events.eq(engine.events), skipped.eq(scan_skipped),
                              output_size.eq(header.info[4] << 2), state.eq(State.DONE),
                              ran.eq(1)]
-                m.next = "IDLE"
+                go("IDLE")
 
             # ---- a run stopped: soft-reset the cores, flush the engine, answer fail_code
             with m.State("FAIL"):
                 m.d.comb += soft_reset.eq(1)
                 m.d.sync += [ctr.eq(0), eng_groups.eq(engine.groups)]
-                m.next = "FLUSH"
+                go("FLUSH")
             with m.State("FLUSH"):
                 # a silent `last` beat makes the engine drain (and clear) every group
                 m.d.comb += [engine.i.valid.eq(1), engine.i.payload.last.eq(1),
                              engine.i.payload.spikes.eq(0)]
                 with m.If(engine.i.ready):
-                    m.next = "FLUSH_WAIT"
+                    go("FLUSH_WAIT")
             with m.State("FLUSH_WAIT"):
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(~engine.busy & (ctr > 16)):
                     m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(fail_code)]
                     m.d.sync += [state.eq(State.ERROR), post_done.eq(1)]
-                    m.next = "IDLE"
+                    go("IDLE")
 
         m.d.comb += self.busy.eq(~seq.ongoing("IDLE"))
         return m
