@@ -643,42 +643,66 @@ class Accelerator(wiring.Component):
         def shifted(x):
             return Mux(shift_right, x >> neg_shift, x << pos_shift)
 
+        # A's loop ends are registered flags, each set where its counter moves (a_g's when
+        # the beat is taken): A's issue decides on single bits, not on compares.
+        a_g_last, a_sub_last, a_j_last = Signal(), Signal(), Signal()
+        p_h_last, p_t_first, p_t_last, p_tok_last = Signal(), Signal(), Signal(), Signal()
+        v0_set = held(op.v0 != 0, "v0_set")
+        bias_on = held(op.bias_rows != 0, "bias_on")
+        bias_per_token = held(op.bias_rows > 1, "bias_per_token")
+        p_baddr = Signal.like(bias_rd.addr)      # = (READOUT ? bbase : p_row_base) + p_h
+
         advance_b = ~post_error & (~d_valid | is_readout | lif.i.ready)   # A..D move
         a_issue = lin_on & advance_b & (p_loading | a_valid)
-        beat_end = ~p_loading & (repeat_one | is_readout | (a_sub == op_last["repeat"]))
-        m.d.comb += [bias_rd.addr.eq(Mux(is_readout, op.bbase, p_row_base) + p_h),
-                     bias_rd.en.eq(advance_b)]
+        beat_end = ~p_loading & (repeat_one | is_readout | a_sub_last)
+        m.d.comb += [bias_rd.addr.eq(p_baddr), bias_rd.en.eq(advance_b)]
+
+        def p_h_step():
+            m.d.sync += [p_h.eq(p_h + 1), p_baddr.eq(p_baddr + 1),
+                         p_h_last.eq(p_h + 1 == op_last["ngroups"])]
+
+        def p_h_restart(row_base):
+            m.d.sync += [p_h.eq(0), p_baddr.eq(Mux(is_readout, op.bbase, row_base)),
+                         p_h_last.eq(op_last["ngroups"] == 0)]
         with m.If(advance_b):
             m.d.sync += b_valid.eq(a_issue)
         with m.If(a_issue):
             m.d.sync += b_h.eq(p_h)
             with m.If(p_loading):
-                m.d.sync += [b_op.eq(LIFOp.LOAD), b_bias.eq(0), p_h.eq(p_h + 1)]
+                m.d.sync += [b_op.eq(LIFOp.LOAD), b_bias.eq(0)]
                 m.d.sync += [b_val[lane].eq(op.v0) for lane in range(P)]
-                with m.If(p_h == op_last["ngroups"]):
-                    m.d.sync += [p_h.eq(0), p_loading.eq(0)]
+                p_h_step()
+                with m.If(p_h_last):
+                    m.d.sync += p_loading.eq(0)
+                    p_h_restart(p_row_base)
             with m.Else():
-                first = (p_t == 0) & (op.v0 == 0)
-                m.d.sync += [b_op.eq(Mux(first, LIFOp.FIRST, LIFOp.UPDATE)),
-                             b_bias.eq(op.bias_rows != 0), p_h.eq(p_h + 1)]
+                first = p_t_first & ~v0_set
+                m.d.sync += [b_op.eq(Mux(first, LIFOp.FIRST, LIFOp.UPDATE)), b_bias.eq(bias_on)]
                 m.d.sync += [b_val[lane].eq(Mux(repeat_one | is_readout, a_acc[lane],
                                                 a_acc[a_ul])) for lane in range(P)]
+                p_h_step()
                 with m.If(beat_end):
                     m.d.sync += a_valid.eq(0)
-                    with m.If(a_g == op_last["groups"]):
-                        m.d.sync += [p_h.eq(0), p_t.eq(p_t + 1)]
-                        with m.If(p_t == T - 1):
-                            m.d.sync += [p_t.eq(0), p_tok.eq(p_tok + 1),
-                                         p_row_base.eq(Mux(op.bias_rows > 1,
-                                                           p_row_base + op.ngroups,
-                                                           p_row_base)),
-                                         p_loading.eq((op.v0 != 0) & ~is_readout)]
-                            with m.If(p_tok == src_last["tokens"]):
+                    with m.If(a_g_last):
+                        m.d.sync += [p_t.eq(p_t + 1), p_t_first.eq(0),
+                                     p_t_last.eq(p_t + 1 == T - 1)]
+                        p_h_restart(p_row_base)
+                        with m.If(p_t_last):
+                            next_base = Mux(bias_per_token, p_row_base + op.ngroups, p_row_base)
+                            m.d.sync += [p_t.eq(0), p_t_first.eq(1), p_t_last.eq(T == 1),
+                                         p_tok.eq(p_tok + 1),
+                                         p_tok_last.eq(p_tok + 1 == src_last["tokens"]),
+                                         p_row_base.eq(next_base),
+                                         p_loading.eq(v0_set & ~is_readout)]
+                            p_h_restart(next_base)
+                            with m.If(p_tok_last):
                                 m.d.sync += [post_done.eq(1), p_loading.eq(0)]
                 with m.Else():
-                    m.d.sync += [a_sub.eq(a_sub + 1), a_j.eq(a_j + 1)]
-                    with m.If(a_j == per_unit_last):
-                        m.d.sync += [a_j.eq(0), a_ul.eq(a_ul + 1)]
+                    m.d.sync += [a_sub.eq(a_sub + 1), a_sub_last.eq(a_sub + 1 == op_last["repeat"]),
+                                 a_j.eq(a_j + 1), a_j_last.eq(a_j + 1 == per_unit_last)]
+                    with m.If(a_j_last):
+                        m.d.sync += [a_j.eq(0), a_j_last.eq(per_unit_last == 0),
+                                     a_ul.eq(a_ul + 1)]
         # Drained beats reach A through a 2-entry FIFO: the engine's `o.ready` (which steers
         # its accumulator clears) is then the FIFO's registered room, not A's repeat logic.
         o_layout = engine.o.payload.shape()
@@ -697,8 +721,10 @@ class Accelerator(wiring.Component):
             m.d.sync += [a_acc[lane].eq(Mux(is_readout, drained.current[lane],
                                             shifted(drained.current[lane])))
                          for lane in range(P)]
-            m.d.sync += [a_valid.eq(1),
-                         a_g.eq(drained.index), a_sub.eq(0), a_ul.eq(0), a_j.eq(0)]
+            m.d.sync += [a_valid.eq(1), a_g.eq(drained.index),
+                         a_g_last.eq(drained.index == op_last["groups"]),
+                         a_sub.eq(0), a_sub_last.eq(op_last["repeat"] == 0), a_ul.eq(0),
+                         a_j.eq(0), a_j_last.eq(per_unit_last == 0)]
 
         # B: the bias word arrives from its block RAM (held there while the stages stall);
         # C: registered, D: + bias, registered -> the LIF (range-checked) or the READOUT
@@ -997,6 +1023,9 @@ class Accelerator(wiring.Component):
                             r_addr.eq(src.base * T), r_t.eq(0), r_pln.eq(0), r_grp.eq(0),
                             r_tok.eq(0), r_row.eq(op.wbase), r_done.eq(0),
                             p_tok.eq(0), p_t.eq(0), p_h.eq(0), p_row_base.eq(op.bbase),
+                            p_baddr.eq(op.bbase), p_h_last.eq(op.ngroups == 1),
+                            p_t_first.eq(1), p_t_last.eq(T == 1),
+                            p_tok_last.eq(src.tokens == 1),
                             p_loading.eq((op.op == Op.LINEAR) & (op.v0 != 0)),
                             post_done.eq(0), is_readout.eq(op.op == Op.READOUT),
                             w_tok.eq(0), w_t.eq(0), w_g.eq(0), w_second.eq(0),
