@@ -838,6 +838,7 @@ class Accelerator(wiring.Component):
             # the next row read while the core takes this one
             reads = 3 * Gd
             ar_k = Signal(range(reads))
+            ar_addr = Signal(addr_shape)
             ar_done = Signal()           # every row of the head issued
             ar_got, row_in, track_rows, hand_off_rows = slot_reads(reads, "rows")
             row_out = Signal(data.ArrayLayout(P, reads))
@@ -847,18 +848,25 @@ class Accelerator(wiring.Component):
             ar_issue = ar_on & ~ar_done & rows_room
             which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
             gi = ar_k[:exact_log2(Gd)] if Gd > 1 else 0
+            # ar_addr, the address of read ar_k, is a register: each read computes its
+            # successor's (the next word of the matrix, the next matrix's first, or the next
+            # row's first), so no adder sits before the memory's address input
             with m.If(ar_issue):
-                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(
-                    Mux(which == 0, base_t[0], Mux(which == 1, base_t[1], base_t[2])) +
-                    ar_tok_off + head_off + plane_t(gi, tstep))]
-                m.d.sync += ar_k.eq(ar_k + 1)
+                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(ar_addr)]
+                m.d.sync += [ar_k.eq(ar_k + 1), ar_addr.eq(ar_addr + T)]
                 with m.If(ar_k == reads - 1):
-                    m.d.sync += [ar_k.eq(0), token.eq(token + 1),
-                                 ar_tok_off.eq(ar_tok_off + tok_step[0])]
-                    with m.If(token == src_last["tokens"]):
-                        m.d.sync += [token.eq(0), tstep.eq(tstep + 1), ar_tok_off.eq(0)]
+                    row_last = token == src_last["tokens"]
+                    next_off = Mux(row_last, 0, ar_tok_off + tok_step[0])
+                    m.d.sync += [ar_k.eq(0), token.eq(token + 1), ar_tok_off.eq(next_off),
+                                 ar_addr.eq(base_t[0] + next_off + head_off +
+                                            Mux(row_last, tstep + 1, tstep))]
+                    with m.If(row_last):
+                        m.d.sync += [token.eq(0), tstep.eq(tstep + 1)]
                         with m.If(tstep == T - 1):
                             m.d.sync += [tstep.eq(0), ar_done.eq(1)]
+                with m.Elif(gi == Gd - 1):
+                    m.d.sync += ar_addr.eq(Mux(which == 0, base_t[1], base_t[2]) +
+                                           ar_tok_off + head_off + tstep)
             track_rows(ar_issue, ar_k)
             with m.If(ar_on):
                 m.d.comb += [attn.i.valid.eq(row_valid),
@@ -1055,7 +1063,8 @@ class Accelerator(wiring.Component):
                                          attn.lif_cfg.leak_shift.eq(op.leak)]
                             m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
                                          ar_done.eq(0), ar_k.eq(0), head_off.eq(0),
-                                         aw_tok_off.eq(0), ar_tok_off.eq(0)]
+                                         aw_tok_off.eq(0), ar_tok_off.eq(0),
+                                         ar_addr.eq(base_t[0])]
                             go("ATTN_READ")
                     with m.Default():
                         go("FAIL")
@@ -1110,7 +1119,8 @@ class Accelerator(wiring.Component):
                     m.d.comb += run_cycle.eq(1)
                     with m.If(a_done):
                         m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
-                                     ar_k.eq(0), head_off.eq(head_off + Gd * T)]
+                                     ar_k.eq(0), head_off.eq(head_off + Gd * T),
+                                     ar_addr.eq(base_t[0] + head_off + Gd * T)]
                         go("ATTN_READ")
                         with m.If(head == op.heads - 1):
                             go("OP_NEXT")
