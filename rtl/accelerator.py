@@ -891,6 +891,20 @@ class Accelerator(wiring.Component):
         fail_code = Signal(4)            # what a stopped run answers
         abort = self.abort | dev.abort
 
+        def posted_config(port, name):
+            """Registers in front of a core's config port: OP_START writes them, the core
+            takes them a cycle later (long before the op's first beat reaches it), so no
+            sequencer state decoding sits in front of the core's config checks."""
+            regs = {f: Signal.like(getattr(port, f), name=f"{name}_{f}")
+                    for f in port.signature.members}
+            m.d.sync += regs["we"].eq(0)
+            m.d.comb += [getattr(port, f).eq(r) for f, r in regs.items()]
+            return regs
+        lif_cfg = posted_config(lif.cfg, "lif_cfg")
+        if attn is not None:
+            attn_cfg = posted_config(attn.cfg, "attn_cfg")
+            attn_lif_cfg = posted_config(attn.lif_cfg, "attn_lif_cfg")
+
         # The units' run flags are registers, set with every state change from the state
         # entered (no state decoding in front of the units' logic). Every transition goes
         # through `go`, so a flag is exactly "the sequencer is in one of its states".
@@ -1039,10 +1053,10 @@ class Accelerator(wiring.Component):
                             w_tok.eq(0), w_t.eq(0), w_g.eq(0), w_second.eq(0),
                             w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.groups),
                             w_tok_off.eq(0), w_g_off.eq(0)]
-                        m.d.comb += [lif.cfg.we.eq(op.op == Op.LINEAR),
-                                     lif.cfg.theta.eq(op.theta),
-                                     lif.cfg.leak_en.eq(op.leak != 255),
-                                     lif.cfg.leak_shift.eq(op.leak)]
+                        m.d.sync += [lif_cfg["we"].eq(op.op == Op.LINEAR),
+                                     lif_cfg["theta"].eq(op.theta),
+                                     lif_cfg["leak_en"].eq(op.leak != 255),
+                                     lif_cfg["leak_shift"].eq(op.leak)]
                         with m.If((op.acc_shift > MAX_LEFT_SHIFT) | (op.acc_shift < -31)):
                             go("FAIL")
                         with m.Else():
@@ -1053,14 +1067,14 @@ class Accelerator(wiring.Component):
                         go("ADD_READ")
                     if attn is not None:
                         with m.Case(Op.ATTENTION):
-                            m.d.comb += [attn.cfg.we.eq(1), attn.cfg.mode.eq(op.mode),
-                                         attn.cfg.block.eq(op.block),
-                                         attn.cfg.variant.eq(op.variant),
-                                         attn.cfg.order.eq(AttnOrder.AUTO),
-                                         attn.lif_cfg.we.eq(1),
-                                         attn.lif_cfg.theta.eq(op.theta),
-                                         attn.lif_cfg.leak_en.eq(op.leak != 255),
-                                         attn.lif_cfg.leak_shift.eq(op.leak)]
+                            m.d.sync += [attn_cfg["we"].eq(1), attn_cfg["mode"].eq(op.mode),
+                                         attn_cfg["block"].eq(op.block),
+                                         attn_cfg["variant"].eq(op.variant),
+                                         attn_cfg["order"].eq(AttnOrder.AUTO),
+                                         attn_lif_cfg["we"].eq(1),
+                                         attn_lif_cfg["theta"].eq(op.theta),
+                                         attn_lif_cfg["leak_en"].eq(op.leak != 255),
+                                         attn_lif_cfg["leak_shift"].eq(op.leak)]
                             m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
                                          ar_done.eq(0), ar_k.eq(0), head_off.eq(0),
                                          aw_tok_off.eq(0), ar_tok_off.eq(0),

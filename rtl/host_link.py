@@ -158,6 +158,10 @@ class HostLink(wiring.Component):
         crc_next = crc16_step(crc, crc_in)
         last_error = Signal(4)
         done_error = Signal(4)           # the device's answer to LAUNCH, registered
+        # EXEC's length checks, registered (length and the arguments are set bytes before)
+        empty, length_4, length_ge5, read_len_ok = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [empty.eq(length == 0), length_4.eq(length == 4), length_ge5.eq(length >= 5),
+                     read_len_ok.eq((length == 7) & (count <= MAX_PAYLOAD))]
 
         rptr = Signal(range(MAX_PAYLOAD))
         ptr = Signal(self.addr_width)                 # device address of the next byte
@@ -265,7 +269,6 @@ class HostLink(wiring.Component):
 
             # ---------------------------------------------------------------- decode
             with m.State("EXEC"):
-                empty = length == 0
                 with m.Switch(cmd):
                     with m.Case(Cmd.PING):
                         with m.If(empty):
@@ -293,18 +296,18 @@ class HostLink(wiring.Component):
                         with m.Else():
                             nack(Error.BAD_LENGTH)
                     with m.Case(Cmd.LOAD):
-                        with m.If(length == 4):
+                        with m.If(length_4):
                             m.next = "LOAD_CHECK"
                         with m.Else():
                             nack(Error.BAD_LENGTH)
                     with m.Case(Cmd.WRITE):
-                        with m.If(length >= 5):
+                        with m.If(length_ge5):
                             m.d.sync += n.eq(length - 5)
                             m.next = "ADDR_SUM"
                         with m.Else():
                             nack(Error.BAD_LENGTH)
                     with m.Case(Cmd.READ):
-                        with m.If((length == 7) & (count <= MAX_PAYLOAD)):
+                        with m.If(read_len_ok):
                             m.d.sync += n.eq(count)
                             m.next = "ADDR_SUM"
                         with m.Else():
