@@ -416,11 +416,8 @@ class Accelerator(wiring.Component):
                      rd_valid.eq(mv_valid), rd_last.eq(mv_last), rd_k.eq(mv_k),
                      rd_unit.eq(mv_unit), rd_act.eq(act_rd.data), rd_in.eq(in_rd.data),
                      mv_h_off.eq(h_off), mv_h_t.eq(h_t), rd_h_off.eq(mv_h_off), rd_h_t.eq(mv_h_t)]
-        with m.If(rq_valid):
-            with m.If(encoding):
-                m.d.comb += in_rd.addr.eq(rq_in_addr)
-            with m.Else():
-                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(rq_addr)]
+        with m.If(rq_valid & encoding):
+            m.d.comb += in_rd.addr.eq(rq_in_addr)
         with m.If(rd_issue):
             with m.If(encoding):
                 m.d.sync += rq_in_addr.eq(Cat(v_ctr[0], enc_t + enc_grp + (v_ctr >> 1)))
@@ -549,7 +546,6 @@ class Accelerator(wiring.Component):
         e_move = lin_on & e_free & Mux(e_bank, bank_ready[1], bank_ready[0])
         m.d.sync += banks_held.eq(banks_held + (r_issue & (r_t == 0)) - e_move)
         with m.If(r_issue):
-            m.d.comb += [act_rd.addr.eq(r_addr), act_rd.en.eq(1)]
             m.d.sync += [r_addr.eq(r_addr + 1), r_t.eq(r_t + 1)]
             with m.If(r_t == T - 1):
                 m.d.sync += r_t.eq(0)
@@ -852,7 +848,6 @@ class Accelerator(wiring.Component):
             # successor's (the next word of the matrix, the next matrix's first, or the next
             # row's first), so no adder sits before the memory's address input
             with m.If(ar_issue):
-                m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(ar_addr)]
                 m.d.sync += [ar_k.eq(ar_k + 1), ar_addr.eq(ar_addr + T)]
                 with m.If(ar_k == reads - 1):
                     row_last = token == src_last["tokens"]
@@ -880,6 +875,14 @@ class Accelerator(wiring.Component):
             ar_idle = ar_done & ~ar_got & ~rows_waiting & ~row_valid
             with m.If(~ar_on):
                 m.d.sync += [ar_got.eq(0), row_valid.eq(0)]
+
+        # The activation read port reads every cycle at the running unit's address register
+        # (chosen by the registered run flags); a unit tracks the reads it issued, so the
+        # port's address and enable wait on no unit's handshake.
+        read_addr = Mux(lin_on, r_addr, rq_addr)
+        if attn is not None:
+            read_addr = Mux(ar_on, ar_addr, read_addr)
+        m.d.comb += [act_rd.en.eq(1), act_rd.addr.eq(read_addr)]
 
         # ----------------------------------------------------------- the sequencer
         run_cycle = Signal()
