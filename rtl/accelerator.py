@@ -847,21 +847,27 @@ class Accelerator(wiring.Component):
             # ar_addr, the address of read ar_k, is a register: each read computes its
             # successor's (the next word of the matrix, the next matrix's first, or the next
             # row's first), so no adder sits before the memory's address input
+            # The next row's matrix starts (nxt) are registers recomputed every cycle from
+            # the row walk (which moves only at a row's end, >= 3 reads apart); the current
+            # row's k and v starts (cur) are taken from them as the row begins.
+            row_last = Signal()          # the row's token is the last
+            next_off = Mux(row_last, 0, ar_tok_off + tok_step[0])
+            nxt = [Signal(addr_shape, name=f"ar_next{w}") for w in range(3)]
+            ar_cur = [Signal(addr_shape, name=f"ar_cur{w}") for w in range(1, 3)]
+            m.d.sync += [row_last.eq(token == src_last["tokens"])]
+            m.d.sync += [nxt[w].eq(base_t[w] + next_off + head_off + Mux(row_last, tstep + 1, tstep))
+                         for w in range(3)]
             with m.If(ar_issue):
                 m.d.sync += [ar_k.eq(ar_k + 1), ar_addr.eq(ar_addr + T)]
                 with m.If(ar_k == reads - 1):
-                    row_last = token == src_last["tokens"]
-                    next_off = Mux(row_last, 0, ar_tok_off + tok_step[0])
                     m.d.sync += [ar_k.eq(0), token.eq(token + 1), ar_tok_off.eq(next_off),
-                                 ar_addr.eq(base_t[0] + next_off + head_off +
-                                            Mux(row_last, tstep + 1, tstep))]
+                                 ar_addr.eq(nxt[0]), ar_cur[0].eq(nxt[1]), ar_cur[1].eq(nxt[2])]
                     with m.If(row_last):
                         m.d.sync += [token.eq(0), tstep.eq(tstep + 1)]
                         with m.If(tstep == T - 1):
                             m.d.sync += [tstep.eq(0), ar_done.eq(1)]
                 with m.Elif(gi == Gd - 1):
-                    m.d.sync += ar_addr.eq(Mux(which == 0, base_t[1], base_t[2]) +
-                                           ar_tok_off + head_off + tstep)
+                    m.d.sync += ar_addr.eq(Mux(which == 0, ar_cur[0], ar_cur[1]))
             track_rows(ar_issue, ar_k)
             with m.If(ar_on):
                 m.d.comb += [attn.i.valid.eq(row_valid),
@@ -1081,7 +1087,8 @@ class Accelerator(wiring.Component):
                             m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
                                          ar_done.eq(0), ar_k.eq(0), head_off.eq(0),
                                          aw_tok_off.eq(0), ar_tok_off.eq(0),
-                                         ar_addr.eq(base_t[0])]
+                                         ar_addr.eq(base_t[0]), ar_cur[0].eq(base_t[1]),
+                                         ar_cur[1].eq(base_t[2])]
                             go("ATTN_READ")
                     with m.Default():
                         go("FAIL")
@@ -1137,7 +1144,9 @@ class Accelerator(wiring.Component):
                     with m.If(a_done):
                         m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
                                      ar_k.eq(0), head_off.eq(head_off + Gd * T),
-                                     ar_addr.eq(base_t[0] + head_off + Gd * T)]
+                                     ar_addr.eq(base_t[0] + head_off + Gd * T),
+                                     ar_cur[0].eq(base_t[1] + head_off + Gd * T),
+                                     ar_cur[1].eq(base_t[2] + head_off + Gd * T)]
                         go("ATTN_READ")
                         with m.If(head == op.heads - 1):
                             go("OP_NEXT")
