@@ -399,8 +399,16 @@ class Accelerator(wiring.Component):
                          pw_on_last.eq(dst_last["planes"] == 0),
                          pw_off.eq(head.off), pw_t.eq(head.t)]
 
-        # the reader: a word starts when the queue holds room for it
-        rd_issue = val_on & ~rd_done & ((v_ctr != 0) | (val_q.level + in_flight < VAL_QUEUE))
+        # the reader: a word starts when the queue holds room for it. `room` is registered:
+        # it counts the word started in its cycle but not a word taken (conservative by one).
+        # The walk's ends are flags registered from the counters: they move at most once a
+        # word (>= 2 reads), so a flag is current by the next word's last read.
+        room = Signal()
+        v_t_last, v_g_last, v_tok_last = Signal(), Signal(), Signal()
+        m.d.sync += [v_t_last.eq(v_tstep == T - 1), v_g_last.eq(v_group == dst_last["cgroups"]),
+                     v_tok_last.eq(v_token == dst_last["tokens"])]
+        rd_issue = val_on & ~rd_done & ((v_ctr != 0) | room)
+        m.d.sync += room.eq(val_q.level + in_flight + (rd_issue & (v_ctr == 0)) < VAL_QUEUE)
         rd_word_last = v_ctr == last_read
         m.d.sync += in_flight.eq(in_flight + (rd_issue & (v_ctr == 0)) - c2_valid)
         # A read is requested (its address registered) a cycle before it is made: no counter
@@ -434,16 +442,16 @@ class Accelerator(wiring.Component):
                 # t fastest, then groups, then tokens
                 m.d.sync += [v_ctr.eq(0), h_off.eq(rd_off[2]), h_t.eq(v_tstep),
                              v_tstep.eq(v_tstep + 1), enc_t.eq(enc_t + in_tc)]
-                with m.If(v_tstep == T - 1):
+                with m.If(v_t_last):
                     m.d.sync += [v_tstep.eq(0), v_group.eq(v_group + 1), enc_t.eq(0),
                                  enc_grp.eq(enc_grp + P)]
                     m.d.sync += [rd_off[k].eq(rd_off[k] + grp_step[k if k < 2 else 3])
                                  for k in range(3)]
-                    with m.If(v_group == dst_last["cgroups"]):
+                    with m.If(v_g_last):
                         m.d.sync += [v_group.eq(0), v_token.eq(v_token + 1),
                                      enc_tok.eq(enc_tok + dst.channels),
                                      enc_grp.eq(enc_tok + dst.channels)]
-                        with m.If(v_token == dst_last["tokens"]):
+                        with m.If(v_tok_last):
                             m.d.sync += rd_done.eq(1)
         val_idle = rd_done & (in_flight == 0) & ~val_q.r_rdy & ~pw_full
         with m.If(~val_on):
@@ -1001,7 +1009,15 @@ class Accelerator(wiring.Component):
                              ctr.eq(0), rd_done.eq(0), v_token.eq(0), v_group.eq(0),
                              v_tstep.eq(0), v_ctr.eq(0), enc_t.eq(0), enc_grp.eq(0),
                              enc_tok.eq(0), rd_off[2].eq(0)]
-                go("ENC_READ")
+                go("ENC_SETTLE")
+                abort_check()
+            with m.State("ENC_SETTLE"):
+                # two cycles: dst, its held limits, then the walk's flags are current
+                m.d.comb += run_cycle.eq(1)
+                m.d.sync += ctr.eq(ctr + 1)
+                with m.If(ctr == 1):
+                    m.d.sync += ctr.eq(0)
+                    go("ENC_READ")
                 abort_check()
             with m.State("ENC_READ"):
                 # the value unit encodes every (token, group, t) word of the input buffer
