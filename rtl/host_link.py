@@ -187,18 +187,27 @@ class HostLink(wiring.Component):
         with m.If(dev.mem_we):
             m.d.sync += ptr.eq(ptr + 1)
 
-        def reply(rc, nbytes, payload=None, mem=False):
-            m.d.sync += [rcmd.eq(rc), rlen.eq(nbytes), rleft.eq(nbytes), from_mem.eq(mem)]
-            if payload is not None:
-                m.d.sync += rpay.eq(payload)
-            m.next = "TX_SYNC"
+        # A reply names its payload source (`payload_sel`); TX_PREP loads the payload from
+        # it a cycle later, so the wide payload register has one load condition and a
+        # registered select, not one per reply site. A NACK's payload is (cmd, last_error).
+        payload_sources = [Cat(cmd, last_error)]
+        payload_sel = Signal(range(16))
+
+        def reply(rc, nbytes, source=None, mem=False):
+            m.d.sync += [rcmd.eq(rc), rlen.eq(nbytes), rleft.eq(nbytes), from_mem.eq(mem),
+                         payload_sel.eq(source or 0)]
+            m.next = "TX_PREP"
 
         def ack(nbytes, payload=None, mem=False):
-            reply(cmd | ACK_BIT, nbytes, payload, mem)
+            source = None
+            if payload is not None:
+                payload_sources.append(payload)
+                source = len(payload_sources)
+            reply(cmd | ACK_BIT, nbytes, source, mem)
 
         def nack(code):
             m.d.sync += last_error.eq(code)
-            reply(NACK, 2, Cat(cmd, C(0, 8)) | (code << 8))
+            reply(NACK, 2, 1)
 
         def receive(then):
             """Frame states: take a byte, or time out if the line stays idle."""
@@ -390,6 +399,13 @@ class HostLink(wiring.Component):
                         m.d.sync += crc.eq(crc_next)
                     then()
 
+            with m.State("TX_PREP"):
+                assert len(payload_sources) < 2 ** len(payload_sel)
+                with m.Switch(payload_sel):
+                    for k, source in enumerate(payload_sources, start=1):
+                        with m.Case(k):
+                            m.d.sync += rpay.eq(source)
+                m.next = "TX_SYNC"
             with m.State("TX_SYNC"):
                 def _():
                     m.d.sync += crc.eq(0xFFFF)
