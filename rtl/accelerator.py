@@ -938,6 +938,11 @@ class Accelerator(wiring.Component):
                 m.d.sync += fail_code.eq(Error.ABORTED)
                 go("FAIL")
 
+        # The answer to a command is registered before it reaches the host link (the link
+        # reacts a cycle later; nothing else waits on it).
+        cmd_done, cmd_error = Signal(), Signal.like(dev.cmd_error)
+        m.d.sync += [dev.cmd_done.eq(cmd_done), dev.cmd_error.eq(cmd_error)]
+
         with m.FSM(name="seq") as seq:
             with m.State("IDLE"):
                 with m.If(dev.cmd_start):
@@ -958,19 +963,19 @@ class Accelerator(wiring.Component):
                                     m.d.comb += attn.clear_counters.eq(1)
                                 go("ENC_FETCH")
                             with m.Else():
-                                m.d.comb += [dev.cmd_done.eq(1),
-                                             dev.cmd_error.eq(Error.NO_PROGRAM)]
+                                m.d.comb += [cmd_done.eq(1),
+                                             cmd_error.eq(Error.NO_PROGRAM)]
                                 m.d.sync += state.eq(State.ERROR)
                         with m.Case(Cmd.RESET):
                             m.d.sync += ctr.eq(0)
                             go("CLEAR_INPUT")
                         with m.Default():
-                            m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(Error.UNKNOWN_CMD)]
+                            m.d.comb += [cmd_done.eq(1), cmd_error.eq(Error.UNKNOWN_CMD)]
 
             with m.State("LOADING"):
                 with m.If(loader.done):
                     with m.If(loader.error):
-                        m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(Error.BAD_PROGRAM)]
+                        m.d.comb += [cmd_done.eq(1), cmd_error.eq(Error.BAD_PROGRAM)]
                         m.d.sync += state.eq(State.ERROR)
                         go("IDLE")
                     with m.Else():
@@ -980,7 +985,7 @@ class Accelerator(wiring.Component):
             with m.State("LOAD_SIZES"):
                 # INPUT bytes = 2·T·tokens·channels, one token per cycle (no multiplier)
                 with m.If(ctr == header.info[1]):
-                    m.d.comb += dev.cmd_done.eq(1)
+                    m.d.comb += cmd_done.eq(1)
                     m.d.sync += [loaded.eq(1), state.eq(State.READY)]
                     go("IDLE")
                 with m.Else():
@@ -993,7 +998,7 @@ class Accelerator(wiring.Component):
                 m.d.comb += [in_wr.addr.eq(ctr), in_wr.data.eq(0), in_wr.en.eq(1)]
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(ctr == self.input_bytes - 1):
-                    m.d.comb += dev.cmd_done.eq(1)
+                    m.d.comb += cmd_done.eq(1)
                     m.d.sync += [output_size.eq(0),
                                  state.eq(Mux(loaded, State.READY, State.IDLE))]
                     go("IDLE")
@@ -1169,7 +1174,7 @@ class Accelerator(wiring.Component):
                     abort_check()
 
             with m.State("FINISH"):
-                m.d.comb += [dev.cmd_done.eq(1)]
+                m.d.comb += [cmd_done.eq(1)]
                 m.d.sync += [run_sats.eq(lif_sats + attn_sats),
                              sats_total.eq(sats_total + lif_sats + attn_sats),
                              inferences.eq(inferences + 1),
@@ -1193,7 +1198,7 @@ class Accelerator(wiring.Component):
             with m.State("FLUSH_WAIT"):
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(~engine.busy & (ctr > 16)):
-                    m.d.comb += [dev.cmd_done.eq(1), dev.cmd_error.eq(fail_code)]
+                    m.d.comb += [cmd_done.eq(1), cmd_error.eq(fail_code)]
                     m.d.sync += [state.eq(State.ERROR), post_done.eq(1)]
                     go("IDLE")
 
