@@ -181,6 +181,7 @@ class SynapseEngine(wiring.Component):
         f_negate, u_negate = Signal(), Signal()
         u_w, u_acc = Signal(weight_word), Signal(acc_word)
         lw1_valid, lw1_group, lw1_acc = Signal(), Signal(self.group_width), Signal(acc_word)
+        lw2_acc = Signal(acc_word)
 
         # Silent and out-of-range beats are dropped on arrival, even while an event is
         # being dispatched; a real event waits for the dispatch to free up. The ready path
@@ -220,22 +221,26 @@ class SynapseEngine(wiring.Component):
         else:
             m.d.comb += w_rd.addr.eq(d_index * G + d_group)
         m.d.comb += w_rd.en.eq(1)
-        # Update: the accumulator read issued with the dispatch misses the two writes made
-        # while it travelled (the beats one and two ahead). Both are merged as the beat
-        # enters U: the older is the last write (lw1), the newer is U's sum being computed
-        # now, muxed after its adder into u_acc, so U's loop is register -> adder -> 2:1
-        # -> register. The selects (wide fan-out) are registered: compared a stage early.
+        # Update: a sum is written back from a register a cycle after U (lw1), so the wide
+        # write data has no adder in front of it. The accumulator read issued with the
+        # dispatch then misses the three writes made while it travelled (the beats one, two
+        # and three ahead). They are merged as the beat enters U: U's sum being computed now
+        # (muxed after its adder, so U's loop is register -> adder -> 2:1 -> register), the
+        # sum in lw1 and the one written now (lw2). The selects (wide fan-out) are
+        # registered: compared a stage early.
         acc_out = Signal(acc_word)
-        f_after_u, f_after_lw1 = Signal(), Signal()   # F's beat is U's / lw1's group
+        f_after_u, f_after_lw1, f_after_lw2 = Signal(), Signal(), Signal()
         m.d.sync += [f_after_u.eq(f_valid & (f_group == d_group)),
-                     f_after_lw1.eq(u_valid & (u_group == d_group))]
+                     f_after_lw1.eq(u_valid & (u_group == d_group)),
+                     f_after_lw2.eq(lw1_valid & (lw1_group == d_group))]
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
                      f_shift.eq(d_shift), f_negate.eq(d_negate),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
                      u_shift.eq(f_shift), u_negate.eq(f_negate),
                      u_w.eq(w_rd.data),
                      u_acc.eq(Mux(f_after_u, acc_out,
-                                  Mux(f_after_lw1, lw1_acc, a_rd.data)))]
+                                  Mux(f_after_lw1, lw1_acc,
+                                      Mux(f_after_lw2, lw2_acc, a_rd.data))))]
         # The weight term of a lane, shifted (bit planes) and negated (signed spikes). The
         # negation is folded into the accumulate as ~term + 1 (the 1 as the adder's carry-in),
         # so the loop holds one carry chain. With neither feature the term is the weight.
@@ -252,7 +257,8 @@ class SynapseEngine(wiring.Component):
                 else:
                     added = u_acc[t][lane] + Mux(u_spikes[t], u_shifted[lane], 0)
                 m.d.comb += acc_out[t][lane].eq(added)
-        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out)]
+        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out),
+                     lw2_acc.eq(lw1_acc)]
 
         # --- drain: timestep-major read of every group, + bias, clear after the last t ---
         # issue (counter) -> read stage (memory data, select timestep) -> register ->
@@ -298,7 +304,7 @@ class SynapseEngine(wiring.Component):
             m.d.comb += [a_wr.addr.eq(q_group), a_wr.data.eq(0),
                          a_wr.en.eq(advance & q_valid & (q_t == T - 1))]
         with m.Else():
-            m.d.comb += [a_wr.addr.eq(u_group), a_wr.data.eq(acc_out), a_wr.en.eq(u_valid)]
+            m.d.comb += [a_wr.addr.eq(lw1_group), a_wr.data.eq(lw1_acc), a_wr.en.eq(lw1_valid)]
 
         if self.bias_width is not None:
             m.d.comb += [b_rd.addr.eq(r_group), b_rd.en.eq(advance)]
