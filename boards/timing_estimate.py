@@ -18,12 +18,13 @@ import sys
 from collections import defaultdict
 
 ROUTE = 0.9          # a general-routing net
-CLK_TO_Q = {"TRELLIS_FF": 0.52, "DP16KD": 5.83, "MULT18X18D": 1.0, "TRELLIS_DPR16X4": 0.6}
-# combinational arcs: (cell type, input port prefix) -> delay to any output
+CLK_TO_Q = {"TRELLIS_FF": 0.52, "DP16KD": 5.83}      # where paths start (and end)
+# combinational cells: input -> any output (LUT RAM: read address -> data; multipliers as
+# unregistered)
 COMB = {"LUT4": 0.24, "PFUMX": 0.24, "L6MUX21": 0.24, "CCU2C": 0.45,
         "TRELLIS_DPR16X4": 0.6, "MULT18X18D": 4.0, "ALU54B": 4.0}
 CARRY_THROUGH = 0.035   # CIN -> COUT per half slice
-SEQUENTIAL = {"TRELLIS_FF", "DP16KD"}    # outputs start paths, inputs end them
+SEQUENTIAL = set(CLK_TO_Q)               # outputs start paths, inputs end them
 DEDICATED = {("PFUMX", "ALUT"), ("PFUMX", "BLUT"), ("L6MUX21", "D0"), ("L6MUX21", "D1"),
              ("CCU2C", "CIN")}            # in-slice wires: no general routing
 
@@ -71,8 +72,8 @@ def analyse(cells, names):
         cname, port = drivers[bit]
         cell = cells[cname]
         kind = cell["type"]
-        if kind in SEQUENTIAL or (kind == "TRELLIS_DPR16X4" and port.startswith("DO") and False):
-            arrival[bit], origin[bit] = CLK_TO_Q.get(kind, 0.5), None
+        if kind in SEQUENTIAL:
+            arrival[bit], origin[bit] = CLK_TO_Q[kind], None
             return arrival[bit]
         if kind not in COMB:
             arrival[bit], origin[bit] = 0.0, None
