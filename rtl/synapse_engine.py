@@ -177,9 +177,13 @@ class SynapseEngine(wiring.Component):
         # clock-to-out is too slow to add and write back in the same cycle.
         f_valid, f_group, f_spikes = Signal(), Signal(self.group_width), Signal(T)
         u_valid, u_group, u_spikes = Signal(), Signal(self.group_width), Signal(T)
-        f_shift, u_shift = Signal.like(d_shift), Signal.like(d_shift)
+        f_shift = Signal.like(d_shift)
         f_negate, u_negate = Signal(), Signal()
-        u_w, u_acc = Signal(weight_word), Signal(acc_word)
+        shift_width = self.weight_width + self.max_shift
+        term_word = data.ArrayLayout(signed(shift_width), P)
+        # data only (meaningless without the stage's valid): no reset in their enable paths
+        f_w, u_term = Signal(weight_word, reset_less=True), Signal(term_word, reset_less=True)
+        u_acc = Signal(acc_word)
         lw1_valid, lw1_group, lw1_acc = Signal(), Signal(self.group_width), Signal(acc_word)
         lw2_acc = Signal(acc_word)
 
@@ -216,11 +220,20 @@ class SynapseEngine(wiring.Component):
         with m.If(take & self.i.payload.last):
             m.d.sync += pending_last.eq(1)
 
-        if self.row_addressing:
-            m.d.comb += w_rd.addr.eq(d_row + d_group)
-        else:
-            m.d.comb += w_rd.addr.eq(d_index * G + d_group)
-        m.d.comb += w_rd.en.eq(1)
+        # The weight word of (event, group) is read a cycle ahead of the dispatch, at the
+        # address the dispatch moves to (word row + group, or index * G + group, counted up
+        # with the group), so it is registered twice before the adders: the shift and the
+        # negation get a stage of their own (F -> U) and the adders' input register need not
+        # sit at the block RAM.
+        w_addr, w_addr_n = Signal.like(w_rd.addr), Signal.like(w_rd.addr)
+        m.d.comb += w_addr_n.eq(w_addr)
+        with m.If(new_event):
+            m.d.comb += w_addr_n.eq(self.i.payload.row if self.row_addressing
+                                    else self.i.payload.index * G)
+        with m.Elif(d_valid):
+            m.d.comb += w_addr_n.eq(w_addr + 1)
+        m.d.sync += w_addr.eq(w_addr_n)
+        m.d.comb += [w_rd.addr.eq(w_addr_n), w_rd.en.eq(1)]
         # Update: a sum is written back from a register a cycle after U (lw1), so the wide
         # write data has no adder in front of it. The accumulator read issued with the
         # dispatch then misses the three writes made while it travelled (the beats one, two
@@ -236,26 +249,26 @@ class SynapseEngine(wiring.Component):
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
                      f_shift.eq(d_shift), f_negate.eq(d_negate),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
-                     u_shift.eq(f_shift), u_negate.eq(f_negate),
-                     u_w.eq(w_rd.data),
+                     u_negate.eq(f_negate),
+                     f_w.eq(w_rd.data),
                      u_acc.eq(Mux(f_after_u, acc_out,
                                   Mux(f_after_lw1, lw1_acc,
                                       Mux(f_after_lw2, lw2_acc, a_rd.data))))]
-        # The weight term of a lane, shifted (bit planes) and negated (signed spikes). The
-        # negation is folded into the accumulate as ~term + 1 (the 1 as the adder's carry-in),
-        # so the loop holds one carry chain. With neither feature the term is the weight.
-        shift_width = self.weight_width + self.max_shift
-        u_shifted = Signal(data.ArrayLayout(signed(shift_width), P))
+        # The weight term of a lane (F -> U), shifted (bit planes) and, for a negated event,
+        # inverted (signed spikes): the negation is completed in the accumulate as
+        # ~term + 1, the 1 as the adder's carry-in, so the loop holds one carry chain. With
+        # neither feature the term is the weight.
+        flip = f_negate.replicate(shift_width).as_signed()
         for lane in range(P):
-            m.d.comb += u_shifted[lane].eq(u_w[lane] << u_shift if self.max_shift else u_w[lane])
-        flip = u_negate.replicate(shift_width).as_signed()
+            shifted = f_w[lane] << f_shift if self.max_shift else f_w[lane]
+            m.d.sync += u_term[lane].eq(shifted ^ flip if self.signed_events else shifted)
         for t in range(T):
             for lane in range(P):
                 if self.signed_events:
-                    added = (u_acc[t][lane] + Mux(u_spikes[t], u_shifted[lane] ^ flip, 0)
+                    added = (u_acc[t][lane] + Mux(u_spikes[t], u_term[lane], 0)
                              + (u_spikes[t] & u_negate))
                 else:
-                    added = u_acc[t][lane] + Mux(u_spikes[t], u_shifted[lane], 0)
+                    added = u_acc[t][lane] + Mux(u_spikes[t], u_term[lane], 0)
                 m.d.comb += acc_out[t][lane].eq(added)
         m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out),
                      lw2_acc.eq(lw1_acc)]
