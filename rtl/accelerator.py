@@ -32,6 +32,8 @@ RESET frame sent during the RUN) stops it with ABORTED. Stopping soft-resets the
 flushes the engine's accumulators, so the next run is exact.
 """
 
+from contextlib import contextmanager
+
 from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.memory import Memory
@@ -928,9 +930,24 @@ class Accelerator(wiring.Component):
         unit_states = ((val_on, ("ENC_READ", "ADD_READ")), (lin_on, ("LIN_RUN",)),
                        (a_on, ("ATTN_READ", "ATTN_WAIT")), (ar_on, ("ATTN_READ",)))
 
+        # A transition updates only the flags it changes (or that an earlier, overridden
+        # transition of the same state set), so a flag's next-value logic holds just the
+        # transitions into and out of its states, not every condition of the FSM.
+        current = {"state": None, "set": set()}   # the state being elaborated
+
+        @contextmanager
+        def seq_state(name):
+            current.update(state=name, set=set())
+            with m.State(name):
+                yield
+            current.update(state=None, set=set())
+
         def go(state):
             m.next = state
-            m.d.sync += [flag.eq(state in states) for flag, states in unit_states]
+            for k, (flag, states) in enumerate(unit_states):
+                if (state in states) != (current["state"] in states) or k in current["set"]:
+                    m.d.sync += flag.eq(state in states)
+                    current["set"].add(k)
 
         def abort_check():
             # `abort` stops a run from any of its states (last in the state: it wins)
@@ -944,7 +961,7 @@ class Accelerator(wiring.Component):
         m.d.sync += [dev.cmd_done.eq(cmd_done), dev.cmd_error.eq(cmd_error)]
 
         with m.FSM(name="seq") as seq:
-            with m.State("IDLE"):
+            with seq_state("IDLE"):
                 with m.If(dev.cmd_start):
                     with m.Switch(dev.cmd):
                         with m.Case(Cmd.LOAD):
@@ -972,7 +989,7 @@ class Accelerator(wiring.Component):
                         with m.Default():
                             m.d.comb += [cmd_done.eq(1), cmd_error.eq(Error.UNKNOWN_CMD)]
 
-            with m.State("LOADING"):
+            with seq_state("LOADING"):
                 with m.If(loader.done):
                     with m.If(loader.error):
                         m.d.comb += [cmd_done.eq(1), cmd_error.eq(Error.BAD_PROGRAM)]
@@ -982,7 +999,7 @@ class Accelerator(wiring.Component):
                         m.d.sync += [ctr.eq(0), input_size.eq(0), output_size.eq(0), in_tc.eq(0),
                                      ran.eq(0), layers_size.eq(header.n_ops << 2)]
                         go("LOAD_SIZES")
-            with m.State("LOAD_SIZES"):
+            with seq_state("LOAD_SIZES"):
                 # INPUT bytes = 2·T·tokens·channels, one token per cycle (no multiplier)
                 with m.If(ctr == header.info[1]):
                     m.d.comb += cmd_done.eq(1)
@@ -993,7 +1010,7 @@ class Accelerator(wiring.Component):
                                  input_size.eq(input_size + header.info[2] * (2 * T)),
                                  in_tc.eq(in_tc + header.info[2])]
 
-            with m.State("CLEAR_INPUT"):
+            with seq_state("CLEAR_INPUT"):
                 # RESET: zero the input memory, drop the output, clear the status
                 m.d.comb += [in_wr.addr.eq(ctr), in_wr.data.eq(0), in_wr.en.eq(1)]
                 m.d.sync += ctr.eq(ctr + 1)
@@ -1004,11 +1021,11 @@ class Accelerator(wiring.Component):
                     go("IDLE")
 
             # ---- ENCODE: the input buffer's planes from the int16 input elements
-            with m.State("ENC_FETCH"):
+            with seq_state("ENC_FETCH"):
                 m.d.comb += [run_cycle.eq(1), buf_rd.addr.eq(header.input_buffer)]
                 go("ENC_BUF")
                 abort_check()
-            with m.State("ENC_BUF"):
+            with seq_state("ENC_BUF"):
                 m.d.comb += run_cycle.eq(1)
                 m.d.sync += [dst.eq(buf_rd.data), token.eq(0), tstep.eq(0),
                              ctr.eq(0), rd_done.eq(0), v_token.eq(0), v_group.eq(0),
@@ -1016,7 +1033,7 @@ class Accelerator(wiring.Component):
                              enc_tok.eq(0), rd_off[2].eq(0)]
                 go("ENC_SETTLE")
                 abort_check()
-            with m.State("ENC_SETTLE"):
+            with seq_state("ENC_SETTLE"):
                 # two cycles: dst, its held limits, then the walk's flags are current
                 m.d.comb += run_cycle.eq(1)
                 m.d.sync += ctr.eq(ctr + 1)
@@ -1024,7 +1041,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += ctr.eq(0)
                     go("ENC_READ")
                 abort_check()
-            with m.State("ENC_READ"):
+            with seq_state("ENC_READ"):
                 # the value unit encodes every (token, group, t) word of the input buffer
                 m.d.comb += run_cycle.eq(1)
                 with m.If(val_error):
@@ -1034,25 +1051,25 @@ class Accelerator(wiring.Component):
                 abort_check()
 
             # ---- the next op: its entry, then its four buffers
-            with m.State("OP_NEXT"):
+            with seq_state("OP_NEXT"):
                 m.d.comb += [run_cycle.eq(1), layers_wr.addr.eq(op_index),
                              layers_wr.data.eq(self.op_cycles), layers_wr.en.eq(1)]
                 m.d.sync += op_index.eq(op_index + 1)
                 go("OP_FETCH")
                 abort_check()
-            with m.State("OP_FETCH"):
+            with seq_state("OP_FETCH"):
                 m.d.comb += [run_cycle.eq(1), op_rd.addr.eq(op_index)]
                 m.d.sync += [self.op_cycles.eq(0), encoding.eq(0)]
                 go("OP_ENTRY")
                 with m.If(op_index == header.n_ops):
                     go("FINISH")
                 abort_check()
-            with m.State("OP_ENTRY"):
+            with seq_state("OP_ENTRY"):
                 m.d.comb += run_cycle.eq(1)
                 m.d.sync += [op.eq(op_rd.data), ctr.eq(0)]
                 go("OP_BUFS")
                 abort_check()
-            with m.State("OP_BUFS"):
+            with seq_state("OP_BUFS"):
                 m.d.comb += run_cycle.eq(1)
                 ids = Mux(ctr == 0, op.src0, Mux(ctr == 1, op.src1,
                                                  Mux(ctr == 2, op.src2, op.dst)))
@@ -1067,7 +1084,7 @@ class Accelerator(wiring.Component):
                                  v_tstep.eq(0), v_ctr.eq(0)]
                     go("OP_START")
                 abort_check()
-            with m.State("OP_START"):
+            with seq_state("OP_START"):
                 m.d.comb += run_cycle.eq(1)
                 with m.Switch(op.op):
                     with m.Case(Op.LINEAR, Op.READOUT):
@@ -1117,7 +1134,7 @@ class Accelerator(wiring.Component):
 
             # ---- LINEAR / READOUT: the reader, emitter, engine, post unit and writer run
             # concurrently (tokens pipeline through them) until the last LIF beat is written
-            with m.State("LIN_RUN"):
+            with seq_state("LIN_RUN"):
                 m.d.comb += run_cycle.eq(1)
                 with m.If(post_error):
                     go("FAIL")
@@ -1128,7 +1145,7 @@ class Accelerator(wiring.Component):
                     with m.If(is_readout):
                         go("OUT_WRITE")
                 abort_check()
-            with m.State("OUT_WRITE"):
+            with seq_state("OUT_WRITE"):
                 # the READOUT totals as little-endian int32 bytes
                 m.d.comb += run_cycle.eq(1)
                 byte_sel = ctr[:2]
@@ -1144,7 +1161,7 @@ class Accelerator(wiring.Component):
                 abort_check()
 
             # ---- ADD: element values of both sources for one (token, group, t)
-            with m.State("ADD_READ"):
+            with seq_state("ADD_READ"):
                 # the value unit sums both sources' planes word by word into the destination
                 m.d.comb += run_cycle.eq(1)
                 with m.If(val_error):
@@ -1155,12 +1172,12 @@ class Accelerator(wiring.Component):
 
             # ---- ATTENTION: rows {q, k, v} of head `head`, timestep-major
             if attn is not None:
-                with m.State("ATTN_READ"):
+                with seq_state("ATTN_READ"):
                     m.d.comb += run_cycle.eq(1)
                     with m.If(ar_idle):
                         go("ATTN_WAIT")
                     abort_check()
-                with m.State("ATTN_WAIT"):
+                with seq_state("ATTN_WAIT"):
                     m.d.comb += run_cycle.eq(1)
                     with m.If(a_done):
                         m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
@@ -1173,7 +1190,7 @@ class Accelerator(wiring.Component):
                             go("OP_NEXT")
                     abort_check()
 
-            with m.State("FINISH"):
+            with seq_state("FINISH"):
                 m.d.comb += [cmd_done.eq(1)]
                 m.d.sync += [run_sats.eq(lif_sats + attn_sats),
                              sats_total.eq(sats_total + lif_sats + attn_sats),
@@ -1185,17 +1202,17 @@ class Accelerator(wiring.Component):
                 go("IDLE")
 
             # ---- a run stopped: soft-reset the cores, flush the engine, answer fail_code
-            with m.State("FAIL"):
+            with seq_state("FAIL"):
                 m.d.comb += soft_reset.eq(1)
                 m.d.sync += [ctr.eq(0), eng_groups.eq(engine.groups)]
                 go("FLUSH")
-            with m.State("FLUSH"):
+            with seq_state("FLUSH"):
                 # a silent `last` beat makes the engine drain (and clear) every group
                 m.d.comb += [engine.i.valid.eq(1), engine.i.payload.last.eq(1),
                              engine.i.payload.spikes.eq(0)]
                 with m.If(engine.i.ready):
                     go("FLUSH_WAIT")
-            with m.State("FLUSH_WAIT"):
+            with seq_state("FLUSH_WAIT"):
                 m.d.sync += ctr.eq(ctr + 1)
                 with m.If(~engine.busy & (ctr > 16)):
                     m.d.comb += [cmd_done.eq(1), cmd_error.eq(fail_code)]
