@@ -188,6 +188,10 @@ class Accelerator(wiring.Component):
 
         # ------------------------------------------------------------- run state
         op_index = Signal(range(cfg.max_ops + 1))
+        # The op and buffer tables are read at registers (no state decoding before their
+        # LUT-RAM addresses): the op entry at op_index, a buffer entry at buf_raddr.
+        buf_raddr = Signal.like(buf_rd.addr)
+        m.d.comb += [op_rd.addr.eq(op_index), buf_rd.addr.eq(buf_raddr)]
         op = Signal(op_entry_layout(cfg))
         bufs = [Signal(buffer_entry_layout(cfg), name=f"buf_{n}")
                 for n in ("src0", "src1", "src2", "dst")]
@@ -540,9 +544,16 @@ class Accelerator(wiring.Component):
             event.last.eq(e_last & e_final),
             event_q.w_data.eq(event.as_value()), event_q.w_en.eq(lin_on & e_valid),
         ]
-        with m.If(lin_on):
-            m.d.comb += [engine.i.valid.eq(event_q.r_rdy), engine.i.payload.eq(event_q.r_data),
-                         event_q.r_en.eq(engine.i.ready)]
+        # The engine's input: the event FIFO in LINEAR / READOUT, else the flush beat (FLUSH:
+        # silent, `last`). Chosen by registered flags only: no state decoding in front of
+        # the engine's dispatch and weight address.
+        flush_on = Signal()
+        queued = engine.i_layout(event_q.r_data)
+        m.d.comb += [engine.i.valid.eq(Mux(lin_on, event_q.r_rdy, flush_on)),
+                     engine.i.payload.eq(event_q.r_data),
+                     engine.i.payload.spikes.eq(Mux(lin_on, queued.spikes, 0)),
+                     engine.i.payload.last.eq(~lin_on | queued.last),
+                     event_q.r_en.eq(lin_on & engine.i.ready)]
         # (outside LINEAR / READOUT e_full is held clear: no gate on the sequencer state)
         with m.If(e_full & ~e_has & ~e_last):
             m.d.sync += e_full.eq(0)
@@ -927,8 +938,10 @@ class Accelerator(wiring.Component):
         # The units' run flags are registers, set with every state change from the state
         # entered (no state decoding in front of the units' logic). Every transition goes
         # through `go`, so a flag is exactly "the sequencer is in one of its states".
+        # The cores' soft reset (FAIL) and the engine's flush beat (FLUSH) are such flags too.
         unit_states = ((val_on, ("ENC_READ", "ADD_READ")), (lin_on, ("LIN_RUN",)),
-                       (a_on, ("ATTN_READ", "ATTN_WAIT")), (ar_on, ("ATTN_READ",)))
+                       (a_on, ("ATTN_READ", "ATTN_WAIT")), (ar_on, ("ATTN_READ",)),
+                       (soft_reset, ("FAIL",)), (flush_on, ("FLUSH",)))
 
         # A transition updates only the flags it changes (or that an earlier, overridden
         # transition of the same state set), so a flag's next-value logic holds just the
@@ -974,6 +987,7 @@ class Accelerator(wiring.Component):
                                              fail_code.eq(Error.BAD_INPUT),
                                              scan_skipped.eq(0),
                                              encoding.eq(1)]
+                                m.d.sync += buf_raddr.eq(header.input_buffer)
                                 m.d.comb += [engine.clear_counters.eq(1),
                                              lif.clear_flags.eq(1)]
                                 if attn is not None:
@@ -1022,7 +1036,7 @@ class Accelerator(wiring.Component):
 
             # ---- ENCODE: the input buffer's planes from the int16 input elements
             with seq_state("ENC_FETCH"):
-                m.d.comb += [run_cycle.eq(1), buf_rd.addr.eq(header.input_buffer)]
+                m.d.comb += run_cycle.eq(1)      # buf_raddr was set with the RUN
                 go("ENC_BUF")
                 abort_check()
             with seq_state("ENC_BUF"):
@@ -1058,7 +1072,7 @@ class Accelerator(wiring.Component):
                 go("OP_FETCH")
                 abort_check()
             with seq_state("OP_FETCH"):
-                m.d.comb += [run_cycle.eq(1), op_rd.addr.eq(op_index)]
+                m.d.comb += run_cycle.eq(1)
                 m.d.sync += [self.op_cycles.eq(0), encoding.eq(0)]
                 go("OP_ENTRY")
                 with m.If(op_index == header.n_ops):
@@ -1066,15 +1080,14 @@ class Accelerator(wiring.Component):
                 abort_check()
             with seq_state("OP_ENTRY"):
                 m.d.comb += run_cycle.eq(1)
-                m.d.sync += [op.eq(op_rd.data), ctr.eq(0)]
+                m.d.sync += [op.eq(op_rd.data), ctr.eq(0), buf_raddr.eq(op_rd.data.src0)]
                 go("OP_BUFS")
                 abort_check()
             with seq_state("OP_BUFS"):
                 m.d.comb += run_cycle.eq(1)
-                ids = Mux(ctr == 0, op.src0, Mux(ctr == 1, op.src1,
-                                                 Mux(ctr == 2, op.src2, op.dst)))
-                m.d.comb += buf_rd.addr.eq(ids)
-                m.d.sync += ctr.eq(ctr + 1)
+                # buffer k is read at ctr = k (address registered a cycle ahead), taken at k + 1
+                m.d.sync += [ctr.eq(ctr + 1),
+                             buf_raddr.eq(Mux(ctr == 0, op.src1, Mux(ctr == 1, op.src2, op.dst)))]
                 for k, b in enumerate(bufs):
                     with m.If(ctr == k + 1):
                         m.d.sync += b.eq(buf_rd.data)
@@ -1203,13 +1216,10 @@ class Accelerator(wiring.Component):
 
             # ---- a run stopped: soft-reset the cores, flush the engine, answer fail_code
             with seq_state("FAIL"):
-                m.d.comb += soft_reset.eq(1)
                 m.d.sync += [ctr.eq(0), eng_groups.eq(engine.groups)]
                 go("FLUSH")
             with seq_state("FLUSH"):
-                # a silent `last` beat makes the engine drain (and clear) every group
-                m.d.comb += [engine.i.valid.eq(1), engine.i.payload.last.eq(1),
-                             engine.i.payload.spikes.eq(0)]
+                # a silent `last` beat (flush_on) makes the engine drain (and clear) every group
                 with m.If(engine.i.ready):
                     go("FLUSH_WAIT")
             with seq_state("FLUSH_WAIT"):
