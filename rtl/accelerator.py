@@ -496,7 +496,7 @@ class Accelerator(wiring.Component):
         e_bank = Signal()                # the bank the emitter takes next
         e_full = Signal()
         e_words = Signal(data.ArrayLayout(P, T))
-        e_mask = Signal(P)               # live lanes not yet sent
+        e_rest = Signal(P)               # live lanes not yet sent, but for e_sel's
         e_count = Signal(range(P + 1))   # ... how many
         e_grp, e_pln, e_row, e_last = Signal(16), Signal(8), Signal(row_shape), Signal()
         scan_skipped = Signal(32)        # silent (channel, plane) pairs never sent
@@ -508,16 +508,19 @@ class Accelerator(wiring.Component):
         m.d.comb += engine.active_groups.eq(eng_groups)
 
         # emitter: `e_sel`, the lowest live lane of its slot, is a register (it steers the
-        # event's row add and spike select): found in the mask the slot has after a send
+        # event's row add and spike select), and so are the live lanes after it (`e_rest`):
+        # a send moves to the lowest lane of e_rest and clears that lane (x & (x - 1)), so
+        # no decoder of e_sel sits in the emitter's loop.
         def lowest(mask):
             low = Signal(range(P), name="lowest")
             for lane in reversed(range(P)):
                 with m.If(mask[lane]):
                     m.d.comb += low.eq(lane)
             return low
+
+        def but_lowest(mask):
+            return mask & (mask - 1)
         e_sel = Signal(range(P))
-        e_rest = Signal(P)                       # e_mask without e_sel
-        m.d.comb += e_rest.eq(e_mask & ~(Const(1, P) << e_sel))
         e_has = e_count != 0
         e_final = e_count <= 1                   # this emission empties the slot
         e_valid = e_full & (e_has | e_last)      # a slot without live lanes: `last` only
@@ -558,7 +561,8 @@ class Accelerator(wiring.Component):
         with m.If(e_full & ~e_has & ~e_last):
             m.d.sync += e_full.eq(0)
         with m.Elif(e_sent):
-            m.d.sync += [e_mask.eq(e_rest), e_sel.eq(lowest(e_rest)), e_count.eq(e_count - 1)]
+            m.d.sync += [e_rest.eq(but_lowest(e_rest)), e_sel.eq(lowest(e_rest)),
+                         e_count.eq(e_count - 1)]
             with m.If(e_final):
                 m.d.sync += e_full.eq(0)
 
@@ -606,7 +610,8 @@ class Accelerator(wiring.Component):
         with m.If(e_move):
             for b in range(2):
                 with m.If(e_bank == b):
-                    m.d.sync += [e_full.eq(1), e_words.eq(bank_words[b]), e_mask.eq(bank_live[b]),
+                    m.d.sync += [e_full.eq(1), e_words.eq(bank_words[b]),
+                                 e_rest.eq(but_lowest(bank_live[b])),
                                  e_sel.eq(lowest(bank_live[b])),
                                  e_count.eq(bank_count[b]), e_grp.eq(bank_grp[b]),
                                  e_pln.eq(bank_pln[b]), e_row.eq(bank_row[b]),
@@ -785,6 +790,8 @@ class Accelerator(wiring.Component):
         w_g = Signal(16)
         w_tok_off, w_g_off = Signal(addr_shape), Signal(addr_shape)
         w_second = Signal()              # signed spikes: the -1 plane
+        # the walk's loop ends, registered as it advances (no compares before w_done)
+        w_g_last, w_t_last, w_tok_last = Signal(), Signal(), Signal()
         w_done = Signal()
         lin_write = Signal()             # LINEAR running: the writer owns act_wr
         m.d.comb += lin_write.eq(lin_on & ~is_readout)
@@ -814,13 +821,18 @@ class Accelerator(wiring.Component):
                 with m.Else():
                     m.d.comb += spike_q.r_en.eq(1)
                     m.d.sync += [w_second.eq(0), w_g.eq(w_g + 1),
-                                 w_g_off.eq(w_g_off + grp_step[3])]
-                    with m.If(w_g == dst_last["cgroups"]):
-                        m.d.sync += [w_g.eq(0), w_g_off.eq(0), w_t.eq(w_t + 1)]
-                        with m.If(w_t == T - 1):
+                                 w_g_off.eq(w_g_off + grp_step[3]),
+                                 w_g_last.eq(w_g + 1 == dst_last["cgroups"])]
+                    with m.If(w_g_last):
+                        m.d.sync += [w_g.eq(0), w_g_off.eq(0), w_t.eq(w_t + 1),
+                                     w_g_last.eq(dst_last["cgroups"] == 0),
+                                     w_t_last.eq(w_t + 1 == T - 1)]
+                        with m.If(w_t_last):
                             m.d.sync += [w_t.eq(0), w_tok.eq(w_tok + 1),
-                                         w_tok_off.eq(w_tok_off + tok_step[3])]
-                            with m.If(w_tok == dst_last["tokens"]):
+                                         w_tok_off.eq(w_tok_off + tok_step[3]),
+                                         w_t_last.eq(T == 1),
+                                         w_tok_last.eq(w_tok + 1 == dst_last["tokens"])]
+                            with m.If(w_tok_last):
                                 m.d.sync += w_done.eq(1)
 
         # ------------------------------------------- attention spikes -> destination
@@ -1111,6 +1123,8 @@ class Accelerator(wiring.Component):
                             p_loading.eq((op.op == Op.LINEAR) & (op.v0 != 0)),
                             post_done.eq(0), is_readout.eq(op.op == Op.READOUT),
                             w_tok.eq(0), w_t.eq(0), w_g.eq(0), w_second.eq(0),
+                            w_g_last.eq(dst.cgroups == 1), w_t_last.eq(T == 1),
+                            w_tok_last.eq(dst.tokens == 1),
                             w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.groups),
                             w_tok_off.eq(0), w_g_off.eq(0)]
                         m.d.sync += [lif_cfg["we"].eq(op.op == Op.LINEAR),
