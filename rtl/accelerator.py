@@ -529,10 +529,11 @@ class Accelerator(wiring.Component):
             for lane in range(P):
                 with m.Case(lane):
                     m.d.comb += sel_row.eq(e_row + lane_off[lane])
-        # Events reach the engine through a 2-entry FIFO: the emitter waits on the FIFO's
-        # registered room, not on the engine's `i.ready`.
+        # Events reach the engine through a FIFO: the emitter waits on the FIFO's registered
+        # room, not on the engine's `i.ready`; its output is a register (SyncFIFOBuffered),
+        # so the engine's dispatch and weight read-ahead start at a flip-flop.
         m.submodules.event_q = event_q = ResetInserter(~lin_on)(
-            fifo.SyncFIFO(width=engine.i_layout.size, depth=2))
+            fifo.SyncFIFOBuffered(width=engine.i_layout.size, depth=3))
         event = Signal(engine.i_layout)
         e_sent = e_valid & event_q.w_rdy
         e_free = Signal()                        # the slot is (or becomes) free this cycle
