@@ -243,40 +243,48 @@ class Accelerator(wiring.Component):
             m.d.sync += [wr_en.eq(1), wr_addr.eq(addr), wr_data.eq(value)]
 
         def slot_reads(n, name):
-            """A slot of `n` activation words read one a cycle (scanner, row reader): the data
-            of read k lands in `words[k]` a cycle after `track(issue, k)`; `last` is high while
-            the slot's last word arrives, and `slot` is then the whole slot (that word straight
-            from the read port, so the next slot's reads need not wait)."""
+            """A slot of `n` activation words read one a cycle (the row reader). The read data
+            is used from its register (`rd_act`, a cycle after the port): read k lands in
+            `words[k]` two cycles after `track(issue, k)`; `last` is high while the slot's last
+            word is in that register, and `slot` is then the whole slot (that word from it).
+            A slot's first read waits until the previous slot moves: with the data two cycles
+            out, an earlier read could overwrite a slot still waiting for its consumer."""
             got, got_k = Signal(name=f"{name}_got"), Signal(range(n), name=f"{name}_got_k")
+            got_q, got_kq = Signal(name=f"{name}_got_q"), Signal(range(n), name=f"{name}_got_kq")
+            held = Signal(name=f"{name}_held")   # a slot is being read or waits
             words = Signal(data.ArrayLayout(P, n), name=f"{name}_words")
             whole = Signal(data.ArrayLayout(P, n), name=f"{name}_slot")
             last = Signal(name=f"{name}_last")
-            m.d.comb += [last.eq(got & (got_k == n - 1)),
-                         whole.eq(Mux(last, Cat(words.as_value()[:P * (n - 1)], act_rd.data),
-                                      words))]
-            with m.If(got):
-                with m.Switch(got_k):
+            m.d.sync += [got_q.eq(got), got_kq.eq(got_k)]
+            m.d.comb += [last.eq(got_q & (got_kq == n - 1)),
+                         whole.eq(Mux(last, Cat(words.as_value()[:P * (n - 1)], rd_act), words))]
+            with m.If(got_q):
+                with m.Switch(got_kq):
                     for k in range(n):
                         with m.Case(k):
-                            m.d.sync += words[k].eq(act_rd.data)
-
-            def track(issue, k):
-                m.d.sync += [got.eq(issue), got_k.eq(k)]
+                            m.d.sync += words[k].eq(rd_act)
 
             full = Signal(name=f"{name}_full")   # a complete slot waits for its consumer
 
-            def hand_off(on, free):
+            def hand_off(on, free, k):
                 """The consumer takes the complete slot while `free` (comb: free now or
-                freed this cycle). Returns (room, move): the next read may be issued this
-                cycle; the slot moves to the consumer this cycle; a slot waits."""
+                freed this cycle). Returns (room, move, waiting): read `k` of a slot may be
+                issued this cycle; the slot moves to the consumer this cycle; a slot waits."""
                 move = Signal(name=f"{name}_move")
                 m.d.comb += move.eq(on & (last | full) & free)
                 with m.If(on & last & ~free):
                     m.d.sync += full.eq(1)
-                with m.If(move | ~on):
-                    m.d.sync += full.eq(0)
-                return (~full | free) & ~(last & ~free), move, full
-            return got, whole, track, hand_off
+                with m.If(move):
+                    m.d.sync += [full.eq(0), held.eq(0)]
+                with m.If(~on):
+                    m.d.sync += [full.eq(0), held.eq(0), got_q.eq(0)]
+                return (k != 0) | ~held | move, move, full
+
+            def track(issue, k):
+                m.d.sync += [got.eq(issue), got_k.eq(k)]
+                with m.If(issue & (k == 0)):
+                    m.d.sync += held.eq(1)      # after hand_off's clear: a new slot wins
+            return got | got_q, whole, track, hand_off
 
         def lane_mask(buf, grp):
             """The lanes of channel group `grp` that are real channels (padding stays 0)."""
@@ -874,7 +882,7 @@ class Accelerator(wiring.Component):
             row_out = Signal(data.ArrayLayout(P, reads))
             row_valid = Signal()
             out_free = ~row_valid | attn.i.ready
-            rows_room, rows_move, rows_waiting = hand_off_rows(ar_on, out_free)
+            rows_room, rows_move, rows_waiting = hand_off_rows(ar_on, out_free, ar_k)
             ar_issue = ar_on & ~ar_done & rows_room
             which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
             gi = ar_k[:exact_log2(Gd)] if Gd > 1 else 0
@@ -914,7 +922,7 @@ class Accelerator(wiring.Component):
                     m.d.sync += [row_out.eq(row_in), row_valid.eq(1)]
             ar_idle = ar_done & ~ar_got & ~rows_waiting & ~row_valid
             with m.If(~ar_on):
-                m.d.sync += [ar_got.eq(0), row_valid.eq(0)]
+                m.d.sync += row_valid.eq(0)
 
         # The activation read port reads every cycle at the running unit's address register
         # (chosen by the registered run flags); a unit tracks the reads it issued, so the
