@@ -7,15 +7,15 @@ every unit busy at one beat a cycle and no stall, from the golden interpreter's 
   LINEAR /   three units, each one beat a cycle, over the n tokens:
   READOUT    - the engine accumulates every event of token k (a live (channel, plane) pair:
                its T-bit word is not 0) over the op's unit groups G = ceil(n_out / P), one
-               weight word a cycle (A_k = events_k · G), then drains the token, T · G beats,
-               never overlapping a drain with events;
+               weight word a cycle (A_k = events_k · G), then drains the token, T · G beats;
+               its two accumulator banks let token k + 1 accumulate while token k drains;
              - the reader reads each token's source planes (R = cgroups · planes · T words);
              - the LIF side takes W = T beats per LIF group (ngroups = neurons / P; READOUT:
                G) per token, each written as the destination's planes (signed spikes: 2).
              The LIF side of token k overlaps the engine's token k + 1 (the drained beats
-             wait in a FIFO), so the bound is the longest of: the engine through every
-             token and the LIF side of the last, Σ A_k + (n - 1) · T · G + W; the first
-             drain, max(A_0, R), then every token's LIF side, n · W; all reads, n · R.
+             wait in a FIFO), so the bound is the longest of: every accumulation, then the
+             LIF side of the last token (which takes its drain), Σ A_k + W; the first drain,
+             max(A_0, R), then every token's LIF side, n · W (W >= T · G); all reads, n · R.
              A v0 LOAD pass overlaps the accumulation. Plus PIPELINE_FILL per op.
   ATTENTION  per head: the AttentionCore's own bound (`attention_core_cycles`), and at least
              the 3 · T · N · (D / P) row reads that feed it.
@@ -81,7 +81,7 @@ def accelerator_cycles(program: Program, x, cfg: AcceleratorConfig) -> dict:
                 lif = T * G
             accumulate = [int(e) * G for e in events]
             n = len(events)
-            engine = sum(accumulate) + (n - 1) * T * G + lif
+            engine = sum(accumulate) + lif
             ops.append(max(engine, max(accumulate[0], reads) + n * lif, n * reads)
                        + PIPELINE_FILL)
         elif op.op == Op.ATTENTION:

@@ -7,8 +7,11 @@ per output group (`n_out / lanes`): the weight word `w[group lanes, index]` is r
 added, for every timestep whose bit is set, into that group's accumulator word
 (`timesteps x lanes` exact accumulators in `lib.memory`). The read-modify-write loop is a
 single adder with forwarding from the last write. After the event flagged `last`, the
-accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats and
-cleared: connect `o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`.
+accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats: connect
+`o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`. The accumulators
+are two banks used in turn, so the next `last`-terminated stream (token) accumulates while
+the previous one drains; a bank is cleared by flags (a group not yet written since its
+bank's last drain reads as 0), not by writes.
 Weights and biases are written at run time through `load` while the engine is idle
 (`data` holds the lanes packed at `weight_width`, or `bias_width`, bit stride).
 
@@ -21,7 +24,7 @@ the weights, changes only while the engine is idle.
 """
 
 import numpy as np
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -143,9 +146,11 @@ class SynapseEngine(wiring.Component):
 
         m.submodules.weights = wmem = Memory(shape=weight_word, depth=self.weight_depth,
                                              init=self.weight_init)
-        m.submodules.accs = amem = Memory(shape=acc_word, depth=G, init=[])
+        # word Cat(group, bank): two banks, read by the accumulate (a_rd) and the drain (q_rd)
+        m.submodules.accs = amem = Memory(shape=acc_word, depth=2 << self.group_width,
+                                          init=[])
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
-        a_rd, a_wr = amem.read_port(), amem.write_port()
+        a_rd, q_rd, a_wr = amem.read_port(), amem.read_port(), amem.write_port()
         if self.bias_width is not None:
             bias_word = data.ArrayLayout(signed(self.bias_width), P)
             m.submodules.bias = bmem = Memory(shape=bias_word, depth=G, init=self.bias_init)
@@ -170,13 +175,21 @@ class SynapseEngine(wiring.Component):
         else:
             m.d.comb += [g_last.eq(G - 1), g_one.eq(G == 1)]
         d_at_last = Signal()                    # registered d_group == G - 1
-        pending_last = Signal()                 # drain once the pipeline is empty
-        draining = Signal()
+        # Banks: `a_bank` takes the events; a `last` marks it pending (drained once its
+        # beats have left the pipeline) and moves a_bank to the other bank, which takes
+        # events once it is free (neither pending nor being drained). `touched` has a bit
+        # per group of each bank: written since the bank's last drain.
+        a_bank = Signal()
+        pending = Signal(2)
+        touched = [Signal(G, name=f"touched{b}") for b in range(2)]
+        d_bank = Signal(reset_less=True)
 
         # The memory outputs are registered (F -> U) before the adders: a block RAM's
         # clock-to-out is too slow to add and write back in the same cycle.
         f_valid, f_group, f_spikes = Signal(), Signal(self.group_width), Signal(T)
         u_valid, u_group, u_spikes = Signal(), Signal(self.group_width), Signal(T)
+        f_bank, u_bank, lw1_bank = Signal(), Signal(), Signal()
+        f_fresh = Signal()                      # the read group was not touched: read 0
         f_shift = Signal.like(d_shift)
         f_negate, u_negate = Signal(), Signal()
         shift_width = self.weight_width + self.max_shift
@@ -189,9 +202,9 @@ class SynapseEngine(wiring.Component):
 
         # Silent and out-of-range beats are dropped on arrival, even while an event is
         # being dispatched; a real event waits for the dispatch to free up. The ready path
-        # is kept short: `open_free` (no drain pending or running, dispatch free) and
-        # `closed` (= pending_last | draining) are registers, computed from next-state
-        # values, and `new_event` is spelled out without `ready`.
+        # is kept short: `open_free` (a_bank free, dispatch free) and `closed` (a_bank not
+        # free) are registers, computed from next-state values, and `new_event` is spelled
+        # out without `ready`.
         closed, closed_n = Signal(), Signal()
         open_free = Signal(init=1)
         silent = self.i.payload.spikes == 0
@@ -205,7 +218,7 @@ class SynapseEngine(wiring.Component):
         with m.If(new_event):
             m.d.comb += [d_valid_n.eq(1), d_at_last_n.eq(g_one)]
             m.d.sync += [d_index.eq(self.i.payload.index), d_spikes.eq(self.i.payload.spikes),
-                         d_group.eq(0)]
+                         d_group.eq(0), d_bank.eq(a_bank)]
             if self.row_addressing:
                 m.d.sync += d_row.eq(self.i.payload.row)
             if self.max_shift:
@@ -217,8 +230,7 @@ class SynapseEngine(wiring.Component):
             m.d.sync += d_group.eq(d_group + 1)
         m.d.sync += [d_valid.eq(d_valid_n), d_at_last.eq(d_at_last_n),
                      open_free.eq(~closed_n & (~d_valid_n | d_at_last_n))]
-        with m.If(take & self.i.payload.last):
-            m.d.sync += pending_last.eq(1)
+        end_token = take & self.i.payload.last
 
         # The weight word of (event, group) is read a cycle ahead of the dispatch, at the
         # address the dispatch moves to (word row + group, or index * G + group, counted up
@@ -243,17 +255,19 @@ class SynapseEngine(wiring.Component):
         # registered: compared a stage early.
         acc_out = Signal(acc_word)
         f_after_u, f_after_lw1, f_after_lw2 = Signal(), Signal(), Signal()
-        m.d.sync += [f_after_u.eq(f_valid & (f_group == d_group)),
-                     f_after_lw1.eq(u_valid & (u_group == d_group)),
-                     f_after_lw2.eq(lw1_valid & (lw1_group == d_group))]
+        m.d.sync += [f_after_u.eq(f_valid & (f_group == d_group) & (f_bank == d_bank)),
+                     f_after_lw1.eq(u_valid & (u_group == d_group) & (u_bank == d_bank)),
+                     f_after_lw2.eq(lw1_valid & (lw1_group == d_group) & (lw1_bank == d_bank)),
+                     f_fresh.eq(~Mux(d_bank, touched[1], touched[0]).bit_select(d_group, 1))]
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
-                     f_shift.eq(d_shift), f_negate.eq(d_negate),
+                     f_shift.eq(d_shift), f_negate.eq(d_negate), f_bank.eq(d_bank),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
-                     u_negate.eq(f_negate),
+                     u_negate.eq(f_negate), u_bank.eq(f_bank),
                      f_w.eq(w_rd.data),
                      u_acc.eq(Mux(f_after_u, acc_out,
                                   Mux(f_after_lw1, lw1_acc,
-                                      Mux(f_after_lw2, lw2_acc, a_rd.data))))]
+                                      Mux(f_after_lw2, lw2_acc,
+                                          Mux(f_fresh, 0, a_rd.data)))))]
         # The weight term of a lane (F -> U), shifted (bit planes) and, for a negated event,
         # inverted (signed spikes): the negation is completed in the accumulate as
         # ~term + 1, the 1 as the adder's carry-in, so the loop holds one carry chain. With
@@ -270,54 +284,62 @@ class SynapseEngine(wiring.Component):
                 else:
                     added = u_acc[t][lane] + Mux(u_spikes[t], u_term[lane], 0)
                 m.d.comb += acc_out[t][lane].eq(added)
-        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_acc.eq(acc_out),
-                     lw2_acc.eq(lw1_acc)]
+        m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_bank.eq(u_bank),
+                     lw1_acc.eq(acc_out), lw2_acc.eq(lw1_acc)]
+        m.d.comb += [a_rd.addr.eq(Cat(d_group, d_bank)), a_rd.en.eq(1),
+                     a_wr.addr.eq(Cat(lw1_group, lw1_bank)), a_wr.data.eq(lw1_acc),
+                     a_wr.en.eq(lw1_valid)]
 
-        # --- drain: timestep-major read of every group, + bias, clear after the last t ---
+        # --- drain: timestep-major read of every group of the oldest pending bank, + bias ---
         # issue (counter) -> read stage (memory data, select timestep) -> register ->
         # bias add into the output register; all advance together when the output can accept.
+        # A pending bank is drained once none of its beats is in D, F or U (lw1's write
+        # lands before the first drain read); after its last read it is free, its flags clear.
         advance = ~self.o.valid | self.o.ready
         r_active = Signal()                      # reads left to issue
+        r_bank = Signal()                        # the bank drained (or drained next)
         r_t = Signal(range(T))
         r_group = Signal(self.group_width)
         q_valid = Signal()                       # read data belongs to (q_t, q_group)
         q_t = Signal(range(T))
         q_group = Signal(self.group_width)
+        q_fresh = Signal()                       # ... a group not touched: 0
         q2_valid, q2_group = Signal(), Signal(self.group_width)
         q2_acc = Signal(data.ArrayLayout(signed(self.acc_width), P))
-        # ~d_valid & ~f_valid & ~u_valid, registered from its next-state value (the
-        # dispatch keeps going unless it is done and no event arrives).
-        acc_empty = Signal(init=1)
-        m.d.sync += acc_empty.eq(~new_event & ~(d_valid & ~d_done) & ~d_valid & ~f_valid)
-        # draining = r_active | q_valid | q2_valid and `closed`, registered from their
-        # next-state values (the updates below and above): they steer the memory ports.
-        drain_next = r_active | q_valid | (q2_valid & ~advance)
-        m.d.comb += closed_n.eq(drain_next | pending_last | (take & self.i.payload.last))
-        m.d.sync += [draining.eq(drain_next | (pending_last & acc_empty)), closed.eq(closed_n)]
-
-        with m.If(pending_last & acc_empty):
-            m.d.sync += [pending_last.eq(0), r_active.eq(1), r_t.eq(0), r_group.eq(0)]
-        with m.If(advance & ~pending_last):
-            m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group)]
+        in_pipe = [(d_valid & (d_bank == b)) | (f_valid & (f_bank == b)) |
+                   (u_valid & (u_bank == b)) for b in range(2)]
+        drain_go = ~r_active & pending.bit_select(r_bank, 1) & ~Mux(r_bank, *in_pipe[::-1])
+        r_end = advance & r_active & (r_group == g_last) & (r_t == T - 1)
+        with m.If(drain_go):
+            m.d.sync += [r_t.eq(0), r_group.eq(0)]
+        with m.If(advance):
+            m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group),
+                         q_fresh.eq(~Mux(r_bank, touched[1], touched[0]).bit_select(r_group, 1))]
             with m.If(r_active):
                 with m.If(r_group == g_last):
                     m.d.sync += [r_group.eq(0), r_t.eq(r_t + 1)]
-                    with m.If(r_t == T - 1):
-                        m.d.sync += r_active.eq(0)
                 with m.Else():
                     m.d.sync += r_group.eq(r_group + 1)
+        m.d.comb += [q_rd.addr.eq(Cat(r_group, r_bank)), q_rd.en.eq(advance)]
+        for b in range(2):
+            with m.If(r_end & (r_bank == b)):
+                m.d.sync += touched[b].eq(0)
+            with m.Elif(lw1_valid & (lw1_bank == b)):
+                m.d.sync += touched[b].eq(touched[b] | (Const(1, G) << lw1_group)[:G])
 
-        # Accumulator port sharing: the dispatch reads by group while accumulating, the
-        # drain by its counter; writes come from the update stage, or clear during drain.
-        with m.If(draining):
-            m.d.comb += [a_rd.addr.eq(r_group), a_rd.en.eq(advance)]
-        with m.Else():
-            m.d.comb += [a_rd.addr.eq(d_group), a_rd.en.eq(1)]
-        with m.If(draining):
-            m.d.comb += [a_wr.addr.eq(q_group), a_wr.data.eq(0),
-                         a_wr.en.eq(advance & q_valid & (q_t == T - 1))]
-        with m.Else():
-            m.d.comb += [a_wr.addr.eq(lw1_group), a_wr.data.eq(lw1_acc), a_wr.en.eq(lw1_valid)]
+        # bank state, and `closed` (a_bank not free) from the next-state values
+        pending_n, a_bank_n = Signal(2), Signal()
+        r_active_n, r_bank_n = Signal(), Signal()
+        for b in range(2):
+            m.d.comb += pending_n[b].eq((pending[b] & ~(drain_go & (r_bank == b))) |
+                                        (end_token & (a_bank == b)))
+        m.d.comb += [a_bank_n.eq(a_bank ^ end_token),
+                     r_active_n.eq((r_active & ~r_end) | drain_go),
+                     r_bank_n.eq(r_bank ^ r_end)]
+        bank_busy_n = [pending_n[b] | (r_active_n & (r_bank_n == b)) for b in range(2)]
+        m.d.comb += closed_n.eq(Mux(a_bank_n, bank_busy_n[1], bank_busy_n[0]))
+        m.d.sync += [a_bank.eq(a_bank_n), pending.eq(pending_n), r_active.eq(r_active_n),
+                     r_bank.eq(r_bank_n), closed.eq(closed_n)]
 
         if self.bias_width is not None:
             m.d.comb += [b_rd.addr.eq(r_group), b_rd.en.eq(advance)]
@@ -325,7 +347,8 @@ class SynapseEngine(wiring.Component):
         currents = Signal(self.o_layout["current"].shape)
         with m.If(advance):
             m.d.sync += [q2_valid.eq(q_valid), q2_group.eq(q_group),
-                         q2_acc.eq(a_rd.data.as_value().word_select(q_t, self.acc_width * P))]
+                         q2_acc.eq(Mux(q_fresh, 0, q_rd.data.as_value()
+                                       .word_select(q_t, self.acc_width * P)))]
             if self.bias_width is not None:
                 m.d.sync += q2_bias.eq(b_rd.data)
         for lane in range(P):
@@ -340,7 +363,8 @@ class SynapseEngine(wiring.Component):
                          self.o.payload.current.eq(currents)]
 
         # --- run-time weight / bias load, only while idle ---
-        idle = acc_empty & ~closed
+        idle = ~(d_valid | f_valid | u_valid | lw1_valid | pending.any() | r_active |
+                 q_valid | q2_valid)
         m.d.comb += [self.load.ready.eq(idle), self.busy.eq(~idle)]
         load_go = self.load.valid & idle
         m.d.comb += [w_wr.addr.eq(self.load.payload.addr),
