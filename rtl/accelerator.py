@@ -15,8 +15,9 @@ one inference, op by op:
              post unit (acc_shift, repeat, bias, range check; FIRST at t = 0, or a LOAD pass
              of v0) at one LIF beat a cycle; LIF spikes are written to the destination
              planes. Tokens pipeline through reader, engine, post unit and writer.
-  ATTENTION  per head: token rows {q, k, v} (timestep-major) into the AttentionCore; its
-             ATTN (SDSA: GATED) spikes go to the destination
+  ATTENTION  per head: token rows {q, k, v} (timestep-major) through a row FIFO into the
+             AttentionCore (the reader runs ahead into the next head while the core
+             computes); its ATTN (SDSA: GATED) spikes go to the destination
   ADD        per word: the element values of both sources, summed, range-checked, re-encoded
   READOUT    like LINEAR; drained currents + bias summed over T and tokens; the int32
              totals are written to OUTPUT
@@ -849,9 +850,11 @@ class Accelerator(wiring.Component):
         ar_on = Signal()                 # ATTN_READ
         a_t = Signal(range(T + 1))
         a_idx = Signal(16)
-        a_done = Signal()
-        head = Signal(8)
-        head_off = Signal(addr_shape)    # head · (D / P) · T
+        a_done = Signal()                # every head's spikes written
+        a_head = Signal(8)               # the head being written ...
+        head_off = Signal(addr_shape)    # ... at a_head · (D / P) · T
+        head = Signal(8)                 # the head being read ...
+        ar_head_off = Signal(addr_shape)  # ... at head · (D / P) · T
         aw_tok_off, ar_tok_off = Signal(addr_shape), Signal(addr_shape)
         if attn is not None:
             Gd = cfg.attn_dim // P
@@ -870,19 +873,23 @@ class Accelerator(wiring.Component):
                     with m.If(a_idx == N * Gd - 1):
                         m.d.sync += [a_idx.eq(0), a_t.eq(a_t + 1), aw_tok_off.eq(0)]
                         with m.If(a_t == T - 1):
-                            m.d.sync += [a_t.eq(0), a_done.eq(1)]
+                            m.d.sync += [a_t.eq(0), a_head.eq(a_head + 1),
+                                         head_off.eq(head_off + Gd * T)]
+                            with m.If(a_head == op.heads - 1):
+                                m.d.sync += a_done.eq(1)
 
             # the row reader: 3·Gd words {q, k, v} of (token, t) a row, one read a cycle,
-            # the next row read while the core takes this one
+            # into a FIFO of a head's rows: the core loads a block a row a cycle, and the
+            # reader goes on into the next head while the core computes
             reads = 3 * Gd
             ar_k = Signal(range(reads))
             ar_addr = Signal(addr_shape)
-            ar_done = Signal()           # every row of the head issued
+            ar_done = Signal()           # every row of every head issued
             ar_got, row_in, track_rows, hand_off_rows = slot_reads(reads, "rows")
-            row_out = Signal(data.ArrayLayout(P, reads))
-            row_valid = Signal()
-            out_free = ~row_valid | attn.i.ready
-            rows_room, rows_move, rows_waiting = hand_off_rows(ar_on, out_free, ar_k)
+            m.submodules.rows_q = rows_q = ResetInserter(~a_on)(
+                fifo.SyncFIFOBuffered(width=P * reads, depth=T * N))
+            rows_room, rows_move, rows_waiting = hand_off_rows(ar_on, rows_q.w_rdy, ar_k)
+            row_out = data.ArrayLayout(P, reads)(rows_q.r_data)
             ar_issue = ar_on & ~ar_done & rows_room
             which = ar_k >> exact_log2(Gd) if Gd > 1 else ar_k
             gi = ar_k[:exact_log2(Gd)] if Gd > 1 else 0
@@ -895,10 +902,13 @@ class Accelerator(wiring.Component):
             row_last = Signal()          # the row's token is the last
             next_off = Mux(row_last, 0, ar_tok_off + tok_step[0])
             nxt = [Signal(addr_shape, name=f"ar_next{w}") for w in range(3)]
+            # ... and the next head's matrix starts, the same way
+            nxt_head = [Signal(addr_shape, name=f"ar_next_head{w}") for w in range(3)]
             ar_cur = [Signal(addr_shape, name=f"ar_cur{w}") for w in range(1, 3)]
             m.d.sync += [row_last.eq(token == src_last["tokens"])]
-            m.d.sync += [nxt[w].eq(base_t[w] + next_off + head_off + Mux(row_last, tstep + 1, tstep))
-                         for w in range(3)]
+            m.d.sync += [nxt[w].eq(base_t[w] + next_off + ar_head_off +
+                                   Mux(row_last, tstep + 1, tstep)) for w in range(3)]
+            m.d.sync += [nxt_head[w].eq(base_t[w] + ar_head_off + Gd * T) for w in range(3)]
             with m.If(ar_issue):
                 m.d.sync += [ar_k.eq(ar_k + 1), ar_addr.eq(ar_addr + T)]
                 with m.If(ar_k == reads - 1):
@@ -907,22 +917,22 @@ class Accelerator(wiring.Component):
                     with m.If(row_last):
                         m.d.sync += [token.eq(0), tstep.eq(tstep + 1)]
                         with m.If(tstep == T - 1):
-                            m.d.sync += [tstep.eq(0), ar_done.eq(1)]
+                            m.d.sync += [tstep.eq(0), head.eq(head + 1),
+                                         ar_head_off.eq(ar_head_off + Gd * T),
+                                         ar_addr.eq(nxt_head[0]), ar_cur[0].eq(nxt_head[1]),
+                                         ar_cur[1].eq(nxt_head[2])]
+                            with m.If(head == op.heads - 1):
+                                m.d.sync += ar_done.eq(1)
                 with m.Elif(gi == Gd - 1):
                     m.d.sync += ar_addr.eq(Mux(which == 0, ar_cur[0], ar_cur[1]))
             track_rows(ar_issue, ar_k)
-            with m.If(ar_on):
-                m.d.comb += [attn.i.valid.eq(row_valid),
+            m.d.comb += [rows_q.w_data.eq(row_in), rows_q.w_en.eq(rows_move)]
+            with m.If(a_on):
+                m.d.comb += [attn.i.valid.eq(rows_q.r_rdy), rows_q.r_en.eq(attn.i.ready),
                              attn.i.payload.q.eq(Cat(row_out[k] for k in range(Gd))),
                              attn.i.payload.k.eq(Cat(row_out[Gd + k] for k in range(Gd))),
                              attn.i.payload.v.eq(Cat(row_out[2 * Gd + k] for k in range(Gd)))]
-                with m.If(attn.i.ready):
-                    m.d.sync += row_valid.eq(0)
-                with m.If(rows_move):
-                    m.d.sync += [row_out.eq(row_in), row_valid.eq(1)]
-            ar_idle = ar_done & ~ar_got & ~rows_waiting & ~row_valid
-            with m.If(~ar_on):
-                m.d.sync += row_valid.eq(0)
+            ar_idle = ar_done & ~ar_got & ~rows_waiting
 
         # The activation read port reads every cycle at the running unit's address register
         # (chosen by the registered run flags); a unit tracks the reads it issued, so the
@@ -1158,8 +1168,9 @@ class Accelerator(wiring.Component):
                                          attn_lif_cfg["theta"].eq(op.theta),
                                          attn_lif_cfg["leak_en"].eq(op.leak != 255),
                                          attn_lif_cfg["leak_shift"].eq(op.leak)]
-                            m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0),
+                            m.d.sync += [a_t.eq(0), a_idx.eq(0), a_done.eq(0), a_head.eq(0),
                                          ar_done.eq(0), ar_k.eq(0), head_off.eq(0),
+                                         ar_head_off.eq(0),
                                          aw_tok_off.eq(0), ar_tok_off.eq(0),
                                          ar_addr.eq(base_t[0]), ar_cur[0].eq(base_t[1]),
                                          ar_cur[1].eq(base_t[2])]
@@ -1206,7 +1217,7 @@ class Accelerator(wiring.Component):
                     go("OP_NEXT")
                 abort_check()
 
-            # ---- ATTENTION: rows {q, k, v} of head `head`, timestep-major
+            # ---- ATTENTION: every head's rows read (ATTN_READ), then its last spikes (ATTN_WAIT)
             if attn is not None:
                 with seq_state("ATTN_READ"):
                     m.d.comb += run_cycle.eq(1)
@@ -1216,14 +1227,8 @@ class Accelerator(wiring.Component):
                 with seq_state("ATTN_WAIT"):
                     m.d.comb += run_cycle.eq(1)
                     with m.If(a_done):
-                        m.d.sync += [a_done.eq(0), head.eq(head + 1), ar_done.eq(0),
-                                     ar_k.eq(0), head_off.eq(head_off + Gd * T),
-                                     ar_addr.eq(base_t[0] + head_off + Gd * T),
-                                     ar_cur[0].eq(base_t[1] + head_off + Gd * T),
-                                     ar_cur[1].eq(base_t[2] + head_off + Gd * T)]
-                        go("ATTN_READ")
-                        with m.If(head == op.heads - 1):
-                            go("OP_NEXT")
+                        m.d.sync += a_done.eq(0)
+                        go("OP_NEXT")
                     abort_check()
 
             with seq_state("FINISH"):
