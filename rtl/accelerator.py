@@ -501,23 +501,30 @@ class Accelerator(wiring.Component):
         bank_grp = [Signal(16, name=f"bank{b}_grp") for b in range(2)]
         bank_pln = [Signal(8, name=f"bank{b}_pln") for b in range(2)]
         bank_row = [Signal(row_shape, name=f"bank{b}_row") for b in range(2)]
+        # the weight row of each lane of a bank (bank_row + lane · groups), registered: ready
+        # long before the bank is handed over (>= 3 cycles after bank_row is set)
+        bank_lane_rows = [[Signal(row_shape, name=f"bank{b}_row{lane}") for lane in range(P)]
+                          for b in range(2)]
         bank_last = [Signal(name=f"bank{b}_last") for b in range(2)]
         e_bank = Signal()                # the bank the emitter takes next
         e_full = Signal()
         e_words = Signal(data.ArrayLayout(P, T))
         e_rest = Signal(P)               # live lanes not yet sent, but for e_sel's
         e_count = Signal(range(P + 1))   # ... how many
-        e_grp, e_pln, e_row, e_last = Signal(16), Signal(8), Signal(row_shape), Signal()
+        e_grp, e_pln, e_last = Signal(16), Signal(8), Signal()
+        e_rows = [Signal(row_shape, name=f"e_row{lane}") for lane in range(P)]
         scan_skipped = Signal(32)        # silent (channel, plane) pairs never sent
         lane_off = [Signal(row_shape, name=f"lane_off{lane}") for lane in range(P)]
         m.d.sync += [lane_off[lane].eq(op.groups * lane) for lane in range(P)]
+        m.d.sync += [bank_lane_rows[b][lane].eq(bank_row[b] + lane_off[lane])
+                     for b in range(2) for lane in range(P)]
         # The engine's group count is held for a whole op (it must not change while it works);
         # full during a flush, so every accumulator is drained and cleared.
         eng_groups = Signal.like(engine.active_groups, init=engine.groups)
         m.d.comb += engine.active_groups.eq(eng_groups)
 
         # emitter: `e_sel`, the lowest live lane of its slot, is a register (it steers the
-        # event's row add and spike select), and so are the live lanes after it (`e_rest`):
+        # event's lane row and spikes), and so are the live lanes after it (`e_rest`):
         # a send moves to the lowest lane of e_rest and clears that lane (x & (x - 1)), so
         # no decoder of e_sel sits in the emitter's loop.
         def lowest(mask):
@@ -537,7 +544,7 @@ class Accelerator(wiring.Component):
         with m.Switch(e_sel):
             for lane in range(P):
                 with m.Case(lane):
-                    m.d.comb += sel_row.eq(e_row + lane_off[lane])
+                    m.d.comb += sel_row.eq(e_rows[lane])
         # Events reach the engine through a FIFO: the emitter waits on the FIFO's registered
         # room, not on the engine's `i.ready`; its output is a register (SyncFIFOBuffered),
         # so the engine's dispatch and weight read-ahead start at a flip-flop.
@@ -624,7 +631,9 @@ class Accelerator(wiring.Component):
                                  e_rest.eq(but_lowest(bank_live[b])),
                                  e_sel.eq(lowest(bank_live[b])),
                                  e_count.eq(bank_count[b]), e_grp.eq(bank_grp[b]),
-                                 e_pln.eq(bank_pln[b]), e_row.eq(bank_row[b]),
+                                 e_pln.eq(bank_pln[b]),
+                                 *(e_rows[lane].eq(bank_lane_rows[b][lane])
+                                   for lane in range(P)),
                                  e_last.eq(bank_last[b]), bank_ready[b].eq(0)]
                     with m.If(lin_on):
                         m.d.sync += scan_skipped.eq(scan_skipped + bank_silent[b])
