@@ -88,11 +88,14 @@ def accelerator_programs(models):
 
 def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=None,
                       build_dir="build", progress=print, report_name=None, synth_opts=None,
-                      **overrides):
+                      seed=None, **overrides):
     """Build ONE accelerator sized for every program of `models` (`device_params`; `overrides`
     replace AcceleratorConfig fields) for `board` at `target_mhz` (default: the board's);
     report build/reports/synth-<report_name>.json, default `accelerator-<board>` (with
-    `-l<lanes>` when lanes != 4). `synth_opts` go to Yosys' synth_<family> (e.g. "-spram")."""
+    `-l<lanes>` when lanes != 4). `synth_opts` go to Yosys' synth_<family> (e.g. "-spram");
+    `seed` (an int) to nextpnr's `--seed` (placement varies with it; None: nextpnr's default)."""
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
     from .flow import synth_board
     from .registry import get_board
     spec = get_board(board)
@@ -112,10 +115,12 @@ def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=
     build_opts = dict(ECP5_ABC_FLOW) if spec.family == "ecp5" else {}
     if synth_opts:
         build_opts["synth_opts"] = f"{build_opts.get('synth_opts', '')} {synth_opts}".strip()
+    if seed is not None:
+        build_opts["nextpnr_opts"] = f"--seed {seed}"
     return synth_board(board, top=top, target_mhz=target, build_dir=build_dir, name="top",
                        progress=progress, report_name=report_name, top_pll=True,
                        build_opts=build_opts,
                        extra={"models": list(models), "lanes": lanes,
                               "config": asdict(AcceleratorConfig(**cfg)),
                               "divisor": top.divisor, "baud": top.baud,
-                              "yosys_flow": build_opts})
+                              "yosys_flow": build_opts, "nextpnr_seed": seed})

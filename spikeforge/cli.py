@@ -89,7 +89,7 @@ def cmd_synth(args) -> int:
         from .boards.accelerator_top import MODEL_GROUPS, synth_accelerator
         report = synth_accelerator(args.board, models=MODEL_GROUPS[args.accelerator],
                                    lanes=args.lanes, target_mhz=args.target_mhz,
-                                   progress=progress)
+                                   seed=args.seed, progress=progress)
     else:
         report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
                              progress=progress)
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="build the whole accelerator (UART host link + Accelerator) sized "
                          "for the digits transformers or the PINNs")
     sp.add_argument("--lanes", type=int, default=4, help="accelerator lanes (--accelerator)")
+    sp.add_argument("--seed", type=int, default=None,
+                    help="nextpnr placement seed (--accelerator; default: nextpnr's)")
     sp.set_defaults(func=cmd_synth)
 
     sp = sub.add_parser("report", help="golden-model report and build/reports summary")

@@ -149,6 +149,9 @@ def test_synth_accelerator_refuses_bad_arguments(tmp_path):
         synth_accelerator("ulx3s", lanes=3, **quiet)
     with pytest.raises(ValueError, match="different timesteps"):
         synth_accelerator("ulx3s", models=("digits-ssa", "pinn-sin"), **quiet)
+    for seed in (-1, 1.5, "3", True):
+        with pytest.raises(ValueError, match="seed"):
+            synth_accelerator("ulx3s", seed=seed, **quiet)
     assert not (tmp_path / "boards").exists(), "nothing is built from bad arguments"
 
 
@@ -178,18 +181,21 @@ def test_cli_synth_accelerator_builds_the_group(monkeypatch, capsys):
     from spikeforge.boards import accelerator_top
     calls = []
 
-    def fake(board, models, lanes, target_mhz, progress):
-        calls.append((board, models, lanes, target_mhz))
+    def fake(board, models, lanes, target_mhz, seed, progress):
+        calls.append((board, models, lanes, target_mhz, seed))
         return {"board": board, "device": "d", "fmax_mhz": 130.0, "target_mhz": 120,
                 "timing_met": True, "luts": 1, "ffs": 2, "brams": 3, "dsps": 4,
                 "elapsed_s": 5, "bitstream": "top.bit", "bitstream_bytes": 6}
     monkeypatch.setattr(accelerator_top, "synth_accelerator", fake)
     assert cli.main(["synth", "--board", "icebreaker", "--accelerator", "pinn",
                      "--lanes", "8"]) == 0
-    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None)]
+    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None, None)]
     assert "130.0 MHz" in capsys.readouterr().out
+    assert cli.main(["synth", "--board", "ulx3s", "--accelerator", "digits", "--lanes", "16",
+                     "--seed", "7"]) == 0
+    assert calls[-1] == ("ulx3s", ("digits-ssa", "digits-sdsa", "digits-statten"), 16, None, 7)
     assert cli.main(["synth", "--accelerator", "digits", "--core", "lif"]) != 0
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_failed_build_summary_reads_yosys_cells_and_nextpnr_errors(tmp_path):
