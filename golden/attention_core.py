@@ -31,7 +31,7 @@ from .lif import LIFParams
 PIPE = 4          # op issue -> accumulator -> serializer
 START = 1         # a loop's start is decided a cycle before its first op issues
 LIF_LATENCY = 7   # serializer beat -> LIF (skid, A, B, S, C, D) -> its output (the mask)
-OUT_FIFO = 2      # output FIFO: block RAM write, read, output register -> o
+OUT_FIFO = 3      # output FIFO: write register, block RAM write, read, output register -> o
 QUEUE_ROWS = 1    # finished rows the serializer holds (the one it emits)
 
 

@@ -525,13 +525,16 @@ class AttentionCore(wiring.Component):
         depth = self.OUT_CREDITS
         m.submodules.omem = omem = Memory(shape=self.o_layout, depth=depth, init=[])
         f_wr, f_rd = omem.write_port(), omem.read_port()
-        f_write = lif.o.valid | (gate_out & e_take)
+        # the beat and its write are registered by the serializer and the LIF, so the FIFO
+        # (placed by its reader) is reached by a route alone, not by their logic as well
+        f_write, f_beat = Signal(), Signal(self.o_layout)
+        m.d.sync += [f_write.eq(lif.o.valid | (gate_out & e_take)), f_beat.eq(beat)]
         wp, rp = Signal(range(depth)), Signal(range(depth))
         f_level, f_nonempty = Signal(range(depth + 1)), Signal()   # entries in the memory
         m_valid = Signal()                      # f_rd.data holds an entry (stage M)
         m_adv = ~m_valid | ~self.o.valid | self.o.ready
         f_read = f_nonempty & m_adv
-        m.d.comb += [f_wr.addr.eq(wp), f_wr.data.eq(beat), f_wr.en.eq(f_write),
+        m.d.comb += [f_wr.addr.eq(wp), f_wr.data.eq(f_beat), f_wr.en.eq(f_write),
                      f_rd.addr.eq(rp), f_rd.en.eq(f_read)]
         with m.If(f_write):
             m.d.sync += wp.eq(wp + 1)
