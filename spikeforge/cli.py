@@ -86,10 +86,12 @@ def cmd_synth(args) -> int:
     if args.accelerator:
         if args.core:
             raise ValueError("give --core or --accelerator, not both")
+        from .boards import accelerator_top
         from .boards.accelerator_top import MODEL_GROUPS, synth_accelerator
         report = synth_accelerator(args.board, models=MODEL_GROUPS[args.accelerator],
                                    lanes=args.lanes, target_mhz=args.target_mhz,
-                                   seed=args.seed, progress=progress)
+                                   seed=(accelerator_top.PLACEMENT_SEED if args.seed is None
+                                         else args.seed), progress=progress)
     else:
         report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
                              progress=progress)
@@ -199,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "for the digits transformers or the PINNs")
     sp.add_argument("--lanes", type=int, default=4, help="accelerator lanes (--accelerator)")
     sp.add_argument("--seed", type=int, default=None,
-                    help="nextpnr placement seed (--accelerator; default: nextpnr's)")
+                    help="nextpnr placement seed (--accelerator; default: PLACEMENT_SEED of "
+                         "boards/accelerator_top.py)")
     sp.set_defaults(func=cmd_synth)
 
     sp = sub.add_parser("report", help="golden-model report and build/reports summary")

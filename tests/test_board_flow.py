@@ -189,7 +189,8 @@ def test_cli_synth_accelerator_builds_the_group(monkeypatch, capsys):
     monkeypatch.setattr(accelerator_top, "synth_accelerator", fake)
     assert cli.main(["synth", "--board", "icebreaker", "--accelerator", "pinn",
                      "--lanes", "8"]) == 0
-    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None, None)]
+    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None,
+                      accelerator_top.PLACEMENT_SEED)]
     assert "130.0 MHz" in capsys.readouterr().out
     assert cli.main(["synth", "--board", "ulx3s", "--accelerator", "digits", "--lanes", "16",
                      "--seed", "7"]) == 0
