@@ -68,7 +68,8 @@ class Accelerator(wiring.Component):
         self.engine = SynapseEngine(
             n_in=cfg.max_channels, n_out=units, lanes=P, timesteps=T,
             weight_width=cfg.weight_width, row_addressing=True,
-            weight_depth=cfg.weight_words, max_shift=cfg.max_planes - 1, signed_events=True)
+            weight_depth=cfg.weight_words, max_shift=cfg.max_planes - 1, signed_events=True,
+            acc_banks=2)
         self.lif = LIFArray(n=cfg.max_neurons, lanes=P, width=cfg.width,
                             current_width=cfg.current_width, theta=1, reset=cfg.reset,
                             signed_spikes=cfg.signed_spikes)

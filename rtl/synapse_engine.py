@@ -8,10 +8,12 @@ added, for every timestep whose bit is set, into that group's accumulator word
 (`timesteps x lanes` exact accumulators in `lib.memory`). The read-modify-write loop is a
 single adder with forwarding from the last write. After the event flagged `last`, the
 accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats: connect
-`o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`. The accumulators
-are two banks used in turn, so the next `last`-terminated stream (token) accumulates while
-the previous one drains; a bank is cleared by flags (a group not yet written since its
-bank's last drain reads as 0), not by writes.
+`o` to a `LIFArray(n=n_out, lanes=lanes, current_width=current_width)`. With
+`acc_banks=2` the accumulators are two banks used in turn, so the next `last`-terminated
+stream (token) accumulates while the previous one drains (the drain reads through a second
+read port: the accumulator memory is built twice); with 1 (the default, half the memory)
+the next stream waits for the drain. A bank is cleared by flags (a group not yet written
+since its bank's last drain reads as 0), not by writes.
 Weights and biases are written at run time through `load` while the engine is idle
 (`data` holds the lanes packed at `weight_width`, or `bias_width`, bit stride).
 
@@ -43,7 +45,7 @@ class LoadTarget(enum.Enum, shape=1):
 class SynapseEngine(wiring.Component):
     def __init__(self, *, n_in, n_out, lanes=1, timesteps=4, weight_width=8, bias_width=None,
                  weights=None, bias=None, row_addressing=False, weight_depth=None,
-                 max_shift=0, signed_events=False, acc_width=None):
+                 max_shift=0, signed_events=False, acc_width=None, acc_banks=1):
         for name, value in (("n_in", n_in), ("n_out", n_out), ("lanes", lanes),
                             ("timesteps", timesteps)):
             if not isinstance(value, int) or value < 1:
@@ -56,12 +58,14 @@ class SynapseEngine(wiring.Component):
             raise ValueError(f"bias_width must be None or an integer >= 2, got {bias_width!r}")
         if not isinstance(max_shift, int) or max_shift < 0:
             raise ValueError(f"max_shift must be a non-negative integer, got {max_shift!r}")
+        if type(acc_banks) is not int or acc_banks not in (1, 2):
+            raise ValueError(f"acc_banks must be 1 or 2, got {acc_banks!r}")
         if weights is not None and row_addressing:
             raise ValueError("initial weights need index addressing (row_addressing=False)")
         self.n_in, self.n_out, self.lanes, self.timesteps = n_in, n_out, lanes, timesteps
         self.weight_width, self.bias_width = weight_width, bias_width
         self.row_addressing, self.max_shift = row_addressing, max_shift
-        self.signed_events = signed_events
+        self.signed_events, self.acc_banks = signed_events, acc_banks
         self.groups = n_out // lanes
         self.weight_depth = n_in * self.groups if weight_depth is None else weight_depth
         if not isinstance(self.weight_depth, int) or self.weight_depth < 1:
@@ -146,11 +150,17 @@ class SynapseEngine(wiring.Component):
 
         m.submodules.weights = wmem = Memory(shape=weight_word, depth=self.weight_depth,
                                              init=self.weight_init)
-        # word Cat(group, bank): two banks, read by the accumulate (a_rd) and the drain (q_rd)
-        m.submodules.accs = amem = Memory(shape=acc_word, depth=2 << self.group_width,
+        # two banks: word Cat(group, bank), read by the accumulate (a_rd) and the drain
+        # (q_rd); one bank: word `group`, one read port shared (the drain's while it runs)
+        two_banks = self.acc_banks == 2
+        m.submodules.accs = amem = Memory(shape=acc_word, depth=self.acc_banks << self.group_width,
                                           init=[])
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
-        a_rd, q_rd, a_wr = amem.read_port(), amem.read_port(), amem.write_port()
+        a_rd, a_wr = amem.read_port(), amem.write_port()
+        q_rd = amem.read_port() if two_banks else a_rd
+
+        def acc_addr(group, bank):
+            return Cat(group, bank) if two_banks else group
         if self.bias_width is not None:
             bias_word = data.ArrayLayout(signed(self.bias_width), P)
             m.submodules.bias = bmem = Memory(shape=bias_word, depth=G, init=self.bias_init)
@@ -286,8 +296,8 @@ class SynapseEngine(wiring.Component):
                 m.d.comb += acc_out[t][lane].eq(added)
         m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_bank.eq(u_bank),
                      lw1_acc.eq(acc_out), lw2_acc.eq(lw1_acc)]
-        m.d.comb += [a_rd.addr.eq(Cat(d_group, d_bank)), a_rd.en.eq(1),
-                     a_wr.addr.eq(Cat(lw1_group, lw1_bank)), a_wr.data.eq(lw1_acc),
+        m.d.comb += ([a_rd.addr.eq(Cat(d_group, d_bank)), a_rd.en.eq(1)] if two_banks else []) + [
+                     a_wr.addr.eq(acc_addr(lw1_group, lw1_bank)), a_wr.data.eq(lw1_acc),
                      a_wr.en.eq(lw1_valid)]
 
         # --- drain: timestep-major read of every group of the oldest pending bank, + bias ---
@@ -320,7 +330,11 @@ class SynapseEngine(wiring.Component):
                     m.d.sync += [r_group.eq(0), r_t.eq(r_t + 1)]
                 with m.Else():
                     m.d.sync += r_group.eq(r_group + 1)
-        m.d.comb += [q_rd.addr.eq(Cat(r_group, r_bank)), q_rd.en.eq(advance)]
+        if two_banks:
+            m.d.comb += [q_rd.addr.eq(Cat(r_group, r_bank)), q_rd.en.eq(advance)]
+        else:   # the drain's data is held in the port until q2 takes it
+            m.d.comb += [a_rd.addr.eq(Mux(r_active, r_group, d_group)),
+                         a_rd.en.eq(~(r_active | q_valid) | advance)]
         for b in range(2):
             with m.If(r_end & (r_bank == b)):
                 m.d.sync += touched[b].eq(0)
@@ -333,10 +347,12 @@ class SynapseEngine(wiring.Component):
         for b in range(2):
             m.d.comb += pending_n[b].eq((pending[b] & ~(drain_go & (r_bank == b))) |
                                         (end_token & (a_bank == b)))
-        m.d.comb += [a_bank_n.eq(a_bank ^ end_token),
+        m.d.comb += [a_bank_n.eq(a_bank ^ end_token if two_banks else 0),
                      r_active_n.eq((r_active & ~r_end) | drain_go),
-                     r_bank_n.eq(r_bank ^ r_end)]
+                     r_bank_n.eq(r_bank ^ r_end if two_banks else 0)]
         bank_busy_n = [pending_n[b] | (r_active_n & (r_bank_n == b)) for b in range(2)]
+        if not two_banks:   # ... and while the shared read port holds the drain's last read
+            bank_busy_n[0] = bank_busy_n[0] | Mux(advance, r_active, q_valid)
         m.d.comb += closed_n.eq(Mux(a_bank_n, bank_busy_n[1], bank_busy_n[0]))
         m.d.sync += [a_bank.eq(a_bank_n), pending.eq(pending_n), r_active.eq(r_active_n),
                      r_bank.eq(r_bank_n), closed.eq(closed_n)]

@@ -15,14 +15,15 @@ from spikeforge.rtl.synapse_engine import LoadTarget, SynapseEngine
     (7, 1, 1, 2, 6),
 ])
 @pytest.mark.parametrize("sparsity", [0.0, 0.6, 0.95])
-def test_matches_golden(n_in, n_out, lanes, T, bias_width, sparsity):
+@pytest.mark.parametrize("acc_banks", [1, 2])
+def test_matches_golden(n_in, n_out, lanes, T, bias_width, sparsity, acc_banks):
     rng = np.random.default_rng(n_in * 100 + n_out + lanes + int(sparsity * 10))
     w = rng.integers(-128, 128, size=(n_out, n_in))
     w[rng.random(w.shape) < 0.05] = -128
     bias = rng.integers(-(1 << (bias_width - 1)), 1 << (bias_width - 1), size=n_out) \
         if bias_width else None
     dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w,
-                        bias_width=bias_width, bias=bias)
+                        bias_width=bias_width, bias=bias, acc_banks=acc_banks)
     inputs = [(rng.random((T, n_in)) >= sparsity).astype(np.int64) for _ in range(3)]
     beats = [event_beats(s) for s in inputs]
     got, counters = run_synapse_engine(dut, beats, gap=0.3, stall=0.3, seed=n_in)
@@ -131,19 +132,28 @@ def test_row_addressing_planes_and_signed_events(lanes, active, T):
     assert counters["events"] == sum(1 for e in events if e[1])
 
 
+def test_acc_banks_must_be_one_or_two():
+    for banks in (0, 3, True, 1.0):
+        with pytest.raises(ValueError, match="acc_banks"):
+            SynapseEngine(n_in=4, n_out=4, acc_banks=banks)
+
+
 def test_row_addressing_refuses_initial_weights():
     with pytest.raises(ValueError, match="row_addressing"):
         SynapseEngine(n_in=4, n_out=4, weights=np.zeros((4, 4), dtype=int), row_addressing=True)
 
 
-def test_next_token_accumulates_while_the_previous_drains():
+@pytest.mark.parametrize("acc_banks", [1, 2])
+def test_next_token_accumulates_while_the_previous_drains(acc_banks):
     """Two accumulator banks: with the output held (nothing drains), the events of the next
-    token are still taken; the token after that waits until a bank is free. Every token's
-    currents equal the golden engine's, so the banks neither mix nor keep stale sums."""
+    token are still taken; the token after that waits until a bank is free (one bank: the
+    next token waits at once). Every token's currents equal the golden engine's, so the banks
+    neither mix nor keep stale sums."""
     n_in, n_out, lanes, T = 8, 8, 2, 4
     rng = np.random.default_rng(11)
     w = rng.integers(-128, 128, size=(n_out, n_in))
-    dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w)
+    dut = SynapseEngine(n_in=n_in, n_out=n_out, lanes=lanes, timesteps=T, weights=w,
+                        acc_banks=acc_banks)
     tokens = [rng.integers(0, 2, size=(T, n_in)) for _ in range(4)]
     beats = [event_beats(s) for s in tokens]
     taken = [0] * len(tokens)        # beats of each token accepted
@@ -160,9 +170,10 @@ def test_next_token_accumulates_while_the_previous_drains():
 
     async def sink(ctx):
         await ctx.tick().repeat(200)         # o.ready held low: no drain completes
-        assert taken[:2] == [len(beats[0]), len(beats[1])], \
-            "the second token must accumulate while the first waits to drain"
-        assert taken[2] <= 1, "a third token must wait for a free bank"
+        waiting = acc_banks   # the first token waiting to be taken
+        assert taken[:waiting] == [len(b) for b in beats[:waiting]], \
+            "with two banks the second token must accumulate while the first waits to drain"
+        assert taken[waiting] <= 1, "the next token must wait for a free bank"
         for _ in tokens:
             cur = np.zeros((T, n_out), dtype=np.int64)
             for beat in range(T * dut.groups):
