@@ -12,8 +12,9 @@ accumulators (+ bias) are drained timestep-major on `o` as LIFArray UPDATE beats
 `acc_banks=2` the accumulators are two banks used in turn, so the next `last`-terminated
 stream (token) accumulates while the previous one drains (the drain reads through a second
 read port: the accumulator memory is built twice); with 1 (the default, half the memory)
-the next stream waits for the drain. A bank is cleared by flags (a group not yet written
-since its bank's last drain reads as 0), not by writes.
+the next stream waits for the drain. Two banks are cleared by flags (a group not yet
+written since its bank's last drain reads as 0), one bank by writes of 0 as the drain reads
+each group's last timestep.
 Weights and biases are written at run time through `load` while the engine is idle
 (`data` holds the lanes packed at `weight_width`, or `bias_width`, bit stride).
 
@@ -158,9 +159,6 @@ class SynapseEngine(wiring.Component):
         w_rd, w_wr = wmem.read_port(), wmem.write_port()
         a_rd, a_wr = amem.read_port(), amem.write_port()
         q_rd = amem.read_port() if two_banks else a_rd
-
-        def acc_addr(group, bank):
-            return Cat(group, bank) if two_banks else group
         if self.bias_width is not None:
             bias_word = data.ArrayLayout(signed(self.bias_width), P)
             m.submodules.bias = bmem = Memory(shape=bias_word, depth=G, init=self.bias_init)
@@ -267,8 +265,9 @@ class SynapseEngine(wiring.Component):
         f_after_u, f_after_lw1, f_after_lw2 = Signal(), Signal(), Signal()
         m.d.sync += [f_after_u.eq(f_valid & (f_group == d_group) & (f_bank == d_bank)),
                      f_after_lw1.eq(u_valid & (u_group == d_group) & (u_bank == d_bank)),
-                     f_after_lw2.eq(lw1_valid & (lw1_group == d_group) & (lw1_bank == d_bank)),
-                     f_fresh.eq(~Mux(d_bank, touched[1], touched[0]).bit_select(d_group, 1))]
+                     f_after_lw2.eq(lw1_valid & (lw1_group == d_group) & (lw1_bank == d_bank))]
+        if two_banks:
+            m.d.sync += f_fresh.eq(~Mux(d_bank, touched[1], touched[0]).bit_select(d_group, 1))
         m.d.sync += [f_valid.eq(d_valid), f_group.eq(d_group), f_spikes.eq(d_spikes),
                      f_shift.eq(d_shift), f_negate.eq(d_negate), f_bank.eq(d_bank),
                      u_valid.eq(f_valid), u_group.eq(f_group), u_spikes.eq(f_spikes),
@@ -296,9 +295,10 @@ class SynapseEngine(wiring.Component):
                 m.d.comb += acc_out[t][lane].eq(added)
         m.d.sync += [lw1_valid.eq(u_valid), lw1_group.eq(u_group), lw1_bank.eq(u_bank),
                      lw1_acc.eq(acc_out), lw2_acc.eq(lw1_acc)]
-        m.d.comb += ([a_rd.addr.eq(Cat(d_group, d_bank)), a_rd.en.eq(1)] if two_banks else []) + [
-                     a_wr.addr.eq(acc_addr(lw1_group, lw1_bank)), a_wr.data.eq(lw1_acc),
-                     a_wr.en.eq(lw1_valid)]
+        if two_banks:
+            m.d.comb += [a_rd.addr.eq(Cat(d_group, d_bank)), a_rd.en.eq(1),
+                         a_wr.addr.eq(Cat(lw1_group, lw1_bank)), a_wr.data.eq(lw1_acc),
+                         a_wr.en.eq(lw1_valid)]
 
         # --- drain: timestep-major read of every group of the oldest pending bank, + bias ---
         # issue (counter) -> read stage (memory data, select timestep) -> register ->
@@ -323,8 +323,10 @@ class SynapseEngine(wiring.Component):
         with m.If(drain_go):
             m.d.sync += [r_t.eq(0), r_group.eq(0)]
         with m.If(advance):
-            m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group),
-                         q_fresh.eq(~Mux(r_bank, touched[1], touched[0]).bit_select(r_group, 1))]
+            m.d.sync += [q_valid.eq(r_active), q_t.eq(r_t), q_group.eq(r_group)]
+            if two_banks:
+                m.d.sync += q_fresh.eq(~Mux(r_bank, touched[1], touched[0])
+                                       .bit_select(r_group, 1))
             with m.If(r_active):
                 with m.If(r_group == g_last):
                     m.d.sync += [r_group.eq(0), r_t.eq(r_t + 1)]
@@ -332,10 +334,17 @@ class SynapseEngine(wiring.Component):
                     m.d.sync += r_group.eq(r_group + 1)
         if two_banks:
             m.d.comb += [q_rd.addr.eq(Cat(r_group, r_bank)), q_rd.en.eq(advance)]
-        else:   # the drain's data is held in the port until q2 takes it
+        else:   # the drain's data is held in the port until q2 takes it; the drain clears
+            draining = r_active | q_valid
             m.d.comb += [a_rd.addr.eq(Mux(r_active, r_group, d_group)),
-                         a_rd.en.eq(~(r_active | q_valid) | advance)]
-        for b in range(2):
+                         a_rd.en.eq(~draining | advance)]
+            with m.If(draining):
+                m.d.comb += [a_wr.addr.eq(q_group), a_wr.data.eq(0),
+                             a_wr.en.eq(advance & q_valid & (q_t == T - 1))]
+            with m.Else():
+                m.d.comb += [a_wr.addr.eq(lw1_group), a_wr.data.eq(lw1_acc),
+                             a_wr.en.eq(lw1_valid)]
+        for b in range(2 if two_banks else 0):
             with m.If(r_end & (r_bank == b)):
                 m.d.sync += touched[b].eq(0)
             with m.Elif(lw1_valid & (lw1_bank == b)):
