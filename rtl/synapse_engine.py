@@ -344,11 +344,12 @@ class SynapseEngine(wiring.Component):
             with m.Else():
                 m.d.comb += [a_wr.addr.eq(lw1_group), a_wr.data.eq(lw1_acc),
                              a_wr.en.eq(lw1_valid)]
-        for b in range(2 if two_banks else 0):
-            with m.If(r_end & (r_bank == b)):
-                m.d.sync += touched[b].eq(0)
-            with m.Elif(lw1_valid & (lw1_bank == b)):
-                m.d.sync += touched[b].eq(touched[b] | (Const(1, G) << lw1_group)[:G])
+        if two_banks:
+            for b in range(2):
+                with m.If(r_end & (r_bank == b)):
+                    m.d.sync += touched[b].eq(0)
+                with m.Elif(lw1_valid & (lw1_bank == b)):
+                    m.d.sync += touched[b].eq(touched[b] | (Const(1, G) << lw1_group)[:G])
 
         # bank state, and `closed` (a_bank not free) from the next-state values
         pending_n, a_bank_n = Signal(2), Signal()

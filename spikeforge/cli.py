@@ -86,12 +86,11 @@ def cmd_synth(args) -> int:
     if args.accelerator:
         if args.core:
             raise ValueError("give --core or --accelerator, not both")
-        from .boards import accelerator_top
-        from .boards.accelerator_top import MODEL_GROUPS, synth_accelerator
+        from .boards.accelerator_top import MODEL_GROUPS, PLACEMENT_SEED, synth_accelerator
         report = synth_accelerator(args.board, models=MODEL_GROUPS[args.accelerator],
                                    lanes=args.lanes, target_mhz=args.target_mhz,
-                                   seed=(accelerator_top.PLACEMENT_SEED if args.seed is None
-                                         else args.seed), progress=progress)
+                                   seed=PLACEMENT_SEED if args.seed is None else args.seed,
+                                   progress=progress)
     else:
         report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
                              progress=progress)
