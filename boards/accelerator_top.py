@@ -90,13 +90,19 @@ def accelerator_programs(models):
     return [prepare_model(name, 1).program for name in models]
 
 
+def accelerator_report_name(board, lanes=4, engine_lanes=None) -> str:
+    """`accelerator-<board>`, with `-l<lanes>` when lanes != 4 and `-e<engine_lanes>` when
+    set: the report is build/reports/synth-<name>.json."""
+    return (f"accelerator-{board}" + (f"-l{lanes}" if lanes != 4 else "")
+            + (f"-e{engine_lanes}" if engine_lanes else ""))
+
+
 def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=None,
                       build_dir="build", progress=print, report_name=None, synth_opts=None,
                       seed=PLACEMENT_SEED, **overrides):
     """Build ONE accelerator sized for every program of `models` (`device_params`; `overrides`
     replace AcceleratorConfig fields) for `board` at `target_mhz` (default: the board's);
-    report build/reports/synth-<report_name>.json, default `accelerator-<board>` (with
-    `-l<lanes>` when lanes != 4). `synth_opts` go to Yosys' synth_<family> (e.g. "-spram");
+    report build/reports/synth-<report_name>.json, default `accelerator_report_name`. `synth_opts` go to Yosys' synth_<family> (e.g. "-spram");
     `seed` (an int) to nextpnr's `--seed` (placement varies with it; None: nextpnr's default).
     Same tree and seed, same result (Yosys and nextpnr are deterministic)."""
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
@@ -113,7 +119,8 @@ def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=
     params = device_params(*programs, divisor=divisor_for(target * 1e6, BAUD), lanes=lanes,
                            **overrides)
     top = AcceleratorBoardTop(params, pll=(spec.osc_mhz, target))
-    report_name = report_name or f"accelerator-{board}" + (f"-l{lanes}" if lanes != 4 else "")
+    report_name = report_name or accelerator_report_name(board, lanes,
+                                                         overrides.get("engine_lanes"))
     cfg = {k: v for k, v in params.items() if k != "divisor"}
     progress(f"{board}: accelerator for {', '.join(models)} ({lanes} lanes): "
              + ", ".join(f"{k}={v}" for k, v in cfg.items()))

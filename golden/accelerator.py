@@ -6,16 +6,17 @@ every unit busy at one beat a cycle and no stall, from the golden interpreter's 
   ENCODE     the int16 input is read from a byte-wide memory: 2 bytes per element.
   LINEAR /   three units, each one beat a cycle, over the n tokens:
   READOUT    - the engine accumulates every event of token k (a live (channel, plane) pair:
-               its T-bit word is not 0) over the op's unit groups G = ceil(n_out / P), one
-               weight word a cycle (A_k = events_k · G), then drains the token, T · G beats;
-               its two accumulator banks let token k + 1 accumulate while token k drains;
+               its T-bit word is not 0) over the op's engine groups G = ceil(n_out / E),
+               E = cfg.eng_lanes, one weight word a cycle (A_k = events_k · G), then drains
+               the token; its two accumulator banks let token k + 1 accumulate while token
+               k drains (a drained beat of E lanes is split into E / P lane groups);
              - the reader reads each token's source planes (R = cgroups · planes · T words);
              - the LIF side takes W = T beats per LIF group (ngroups = neurons / P; READOUT:
-               G) per token, each written as the destination's planes (signed spikes: 2).
+               n_out / P) per token, each written as the destination's planes (signed spikes: 2).
              The LIF side of token k overlaps the engine's token k + 1 (the drained beats
              wait in a FIFO), so the bound is the longest of: every accumulation, then the
              LIF side of the last token (which takes its drain), Σ A_k + W; the first drain,
-             max(A_0, R), then every token's LIF side, n · W (W >= T · G); all reads, n · R.
+             max(A_0, R), then every token's LIF side, n · W; all reads, n · R.
              A v0 LOAD pass overlaps the accumulation. Plus PIPELINE_FILL per op.
   ATTENTION  per head: the AttentionCore's own bound (`attention_core_cycles`), and at least
              the 3 · T · N · (D / P) row reads that feed it.
@@ -73,12 +74,12 @@ def accelerator_cycles(program: Program, x, cfg: AcceleratorConfig) -> dict:
             src = srcs[0]
             planes = buffer_planes(src.kind, src.bits)
             reads = _ceil(src.channels, P) * planes * T
-            G = _ceil(op.n_out, P)
+            G = _ceil(op.n_out, cfg.eng_lanes)
             events = linear_events(bufs[op.src[0]], src.kind, src.bits)
             if op.op == Op.LINEAR:
                 lif = T * _ceil(op.n_out * op.repeat, P) * buffer_planes(dst.kind, dst.bits)
             else:
-                lif = T * G
+                lif = T * _ceil(op.n_out, P)
             accumulate = [int(e) * G for e in events]
             n = len(events)
             engine = sum(accumulate) + lif

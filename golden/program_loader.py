@@ -11,7 +11,7 @@
   `g·lanes + lane` at timestep t (SPIKES: 1 plane; SIGNED_SPIKES: plane 0 = +1, plane 1 = −1;
   UINT: plane p = bit p; INT buffers live in the output memory: no planes, base 0);
 - one `OpEntry` per op (fields an op does not use are 0) with its weight words
-  (`wbase + i·groups + g`, lane l = W[g·lanes + l, i]) and bias words
+  (`wbase + i·egroups + g`, lane l = W[g·E + l, i], E = `eng_lanes`) and bias words
   (`bbase + row·ngroups + h`, lane l = bias[row, h·lanes + l]), zero padded;
 - `weight_words` / `bias_words`: the engine memories' contents, a list of lane lists.
 
@@ -118,6 +118,7 @@ class AcceleratorConfig:
     attn_dim: int = 16
     attn_max_block: int = 4
     attn_reset: str = "zero"
+    engine_lanes: int | None = None  # the engine's accumulate width (None: lanes)
 
     def __post_init__(self):
         def need(name, ok, what):
@@ -148,6 +149,15 @@ class AcceleratorConfig:
         need("attn_max_block", lambda v: pos(v) and v <= self.timesteps,
              f"an integer in [1, timesteps={self.timesteps}]")
         need("attn_reset", lambda v: v in RESET_MODES, f"one of {RESET_MODES}")
+        need("engine_lanes", lambda v: v is None or (pos(v) and v & (v - 1) == 0 and
+                                                     v >= self.lanes),
+             f"None or a power of two >= lanes={self.lanes}")
+
+    @property
+    def eng_lanes(self) -> int:
+        """Lanes of the engine's weight words and accumulators: a multiple of `lanes`, so an
+        event adds `eng_lanes` weights a cycle; its drained beats are split into lane groups."""
+        return self.lanes if self.engine_lanes is None else self.engine_lanes
 
     @property
     def max_channels(self) -> int:
@@ -274,8 +284,9 @@ class OpEntry:
     cur_width: int      # LINEAR / ATTENTION: the LIF's input current width
     bias_rows: int
     weight_bits: int
-    groups: int
+    groups: int         # lane groups of n_out (the drained beats the post unit takes)
     ngroups: int
+    egroups: int        # engine groups of n_out (weight words per input channel)
     wbase: int
     bbase: int
 
@@ -360,9 +371,10 @@ def unpack_activation(words, entry: BufferEntry, cfg: AcceleratorConfig) -> np.n
 
 
 def pack_weights(w, cfg: AcceleratorConfig) -> list:
-    """W[n_out, n_in] -> engine words (relative address i·groups + g, lane l = W[g·P+l, i])."""
+    """W[n_out, n_in] -> engine words (relative address i·egroups + g, lane l = W[g·E+l, i],
+    E = cfg.eng_lanes)."""
     w = np.asarray(w, dtype=np.int64)
-    P = cfg.lanes
+    P = cfg.eng_lanes
     groups = _ceil(w.shape[0], P)
     pad = np.zeros((groups * P, w.shape[1]), dtype=np.int64)
     pad[:w.shape[0]] = w
@@ -388,7 +400,7 @@ def _layout_sizes(prog: Program, cfg: AcceleratorConfig) -> tuple[int, int, int]
     wwords = bwords = 0
     for op in prog.ops:
         if op.op in (Op.LINEAR, Op.READOUT):
-            wwords += op.n_in * _ceil(op.n_out, P)
+            wwords += op.n_in * _ceil(op.n_out, cfg.eng_lanes)
             neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
             bwords += op.bias_rows * _ceil(neurons, P)
     awords = sum(buffer_words(b, cfg) for b in prog.buffers)
@@ -515,7 +527,7 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
             lo, hi = signed_range(cfg.bias_width)
             if bias is not None and bias.size and (bias.min() < lo or bias.max() > hi):
                 fail(Reason.BIAS_RANGE, f"{where}: biases outside signed {cfg.bias_width} bits")
-            wwords += op.n_in * _ceil(op.n_out, P)
+            wwords += op.n_in * _ceil(op.n_out, cfg.eng_lanes)
             if wwords > cfg.weight_words:
                 fail(Reason.WEIGHT_MEMORY, f"{where}: weights need {wwords} words, the build "
                                            f"has {cfg.weight_words}")
@@ -566,7 +578,8 @@ def _op_entry(op, cfg, wbase, bbase) -> OpEntry:
         neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
         e.update(n_in=op.n_in, n_out=op.n_out, bias_rows=op.bias_rows,
                  weight_bits=op.weight_bits, groups=_ceil(op.n_out, P),
-                 ngroups=_ceil(neurons, P), wbase=wbase, bbase=bbase if op.bias_rows else 0)
+                 ngroups=_ceil(neurons, P), egroups=_ceil(op.n_out, cfg.eng_lanes),
+                 wbase=wbase, bbase=bbase if op.bias_rows else 0)
         e["flags"] |= FLAG_BIAS * bool(op.bias_rows)
         if op.op == Op.LINEAR:
             e.update(repeat=op.repeat, v0=op.v0, acc_shift=op.acc_shift)
@@ -645,7 +658,7 @@ def _rtl_cycles(loaded: LoadedProgram, cfg: AcceleratorConfig) -> int:
         cycles += OP_FETCH + OP_CHECKS + OP_MUL + OP_READ + 1
         if op.op in (Op.LINEAR, Op.READOUT):
             bpw = 1 if op.weight_bits <= 8 else 2
-            cycles += _copy_cycles(op.n_in, op.n_out, bpw, e.groups * cfg.lanes)
+            cycles += _copy_cycles(op.n_in, op.n_out, bpw, e.egroups * cfg.eng_lanes)
             if op.bias_rows:
                 neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
                 cycles += BIAS_SETUP + _copy_cycles(op.bias_rows, neurons, 4,

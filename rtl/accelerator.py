@@ -63,10 +63,11 @@ class Accelerator(wiring.Component):
         self.addr_width = max(1, ceil_log2(max(cfg.program_bytes, self.input_bytes,
                                                self.output_bytes)))
         self.readout_groups = -(-cfg.max_readout // P)
-        units = max(cfg.max_neurons, self.readout_groups * P)
+        E = cfg.eng_lanes
+        units = -(-max(cfg.max_neurons, self.readout_groups * P) // E) * E
         self.loader = ProgramLoader(cfg)
         self.engine = SynapseEngine(
-            n_in=cfg.max_channels, n_out=units, lanes=P, timesteps=T,
+            n_in=cfg.max_channels, n_out=units, lanes=E, timesteps=T,
             weight_width=cfg.weight_width, row_addressing=True,
             weight_depth=cfg.weight_words, max_shift=cfg.max_planes - 1, signed_events=True,
             acc_banks=2)
@@ -502,7 +503,7 @@ class Accelerator(wiring.Component):
         bank_grp = [Signal(16, name=f"bank{b}_grp") for b in range(2)]
         bank_pln = [Signal(8, name=f"bank{b}_pln") for b in range(2)]
         bank_row = [Signal(row_shape, name=f"bank{b}_row") for b in range(2)]
-        # the weight row of each lane of a bank (bank_row + lane · groups), registered: ready
+        # the weight row of each lane of a bank (bank_row + lane · egroups), registered: ready
         # long before the bank is handed over (>= 3 cycles after bank_row is set)
         bank_lane_rows = [[Signal(row_shape, name=f"bank{b}_row{lane}") for lane in range(P)]
                           for b in range(2)]
@@ -516,7 +517,7 @@ class Accelerator(wiring.Component):
         e_rows = [Signal(row_shape, name=f"e_row{lane}") for lane in range(P)]
         scan_skipped = Signal(32)        # silent (channel, plane) pairs never sent
         lane_off = [Signal(row_shape, name=f"lane_off{lane}") for lane in range(P)]
-        m.d.sync += [lane_off[lane].eq(op.groups * lane) for lane in range(P)]
+        m.d.sync += [lane_off[lane].eq(op.egroups * lane) for lane in range(P)]
         m.d.sync += [bank_lane_rows[b][lane].eq(bank_row[b] + lane_off[lane])
                      for b in range(2) for lane in range(P)]
         # The engine's group count is held for a whole op (it must not change while it works);
@@ -601,7 +602,7 @@ class Accelerator(wiring.Component):
                 m.d.sync += r_bank.eq(~r_bank)
                 with m.If(r_pln == src_last["planes"]):
                     m.d.sync += [r_pln.eq(0), r_grp.eq(r_grp + 1),
-                                 r_row.eq(r_row + (op.groups << exact_log2(P)))]
+                                 r_row.eq(r_row + (op.egroups << exact_log2(P)))]
                     with m.If(r_grp == src_last["cgroups"]):
                         m.d.sync += [r_grp.eq(0), r_row.eq(op.wbase), r_tok.eq(r_tok + 1)]
                         with m.If(r_tok == src_last["tokens"]):
@@ -641,8 +642,10 @@ class Accelerator(wiring.Component):
             m.d.sync += e_bank.eq(~e_bank)
 
         # --------------------------------- engine drain -> LIF / readout (post unit)
-        # One LIF beat a cycle in four stages. A holds an engine beat (group a_g of timestep
-        # p_t of token p_tok, from the drain FIFO) and issues its sub-beats: one, or
+        # One LIF beat a cycle in four stages. A holds a lane group of an engine beat (lane
+        # group s_g of timestep p_t of token p_tok; an engine beat of E = eng_lanes lanes, from
+        # the drain FIFO, holds E / P of them, the last beat of a timestep maybe fewer) and
+        # issues its sub-beats: one, or
         # `repeat` (a unit's current copied to `repeat` neurons), each with its bias read;
         # a token with v0 first gets a LOAD pass of every LIF group. B receives the bias
         # word, C registers it, D holds current + bias and offers it to the LIF,
@@ -655,7 +658,10 @@ class Accelerator(wiring.Component):
         p_loading = Signal()             # the v0 LOAD pass of the token
         cur_shape = engine.o_layout["current"].shape
         a_valid = Signal()
-        a_g = Signal.like(engine.o.payload.index)
+        ways = cfg.eng_lanes // P
+        s_half = Signal(range(ways))     # the lane group of the FIFO's head beat taken next
+        s_g = Signal(16)                 # ... its lane group within the timestep
+        s_g_last = Signal()              # ... is the op's last (registered: s_g == groups - 1)
         a_sub = Signal(8)                # repeat sub-beat
         a_ul = Signal(range(P))          # repeat: the unit lane of this sub-beat
         a_j = Signal(8)                  # repeat: sub-beat within the unit
@@ -685,7 +691,7 @@ class Accelerator(wiring.Component):
         def shifted(x):
             return Mux(shift_right, x >> neg_shift, x << pos_shift)
 
-        # A's loop ends are registered flags, each set where its counter moves (a_g's when
+        # A's loop ends are registered flags, each set where its counter moves (s_g's when
         # the beat is taken): A's issue decides on single bits, not on compares.
         a_g_last, a_sub_last, a_j_last = Signal(), Signal(), Signal()
         p_h_last, p_t_first, p_t_last, p_tok_last = Signal(), Signal(), Signal(), Signal()
@@ -757,14 +763,19 @@ class Accelerator(wiring.Component):
                      # freely: the ready is the FIFO's alone, not the sequencer state's
                      engine.o.ready.eq(drain.w_rdy)]
         take_beat = lin_on & ~post_done & (~a_valid | (a_issue & beat_end))
-        m.d.comb += drain.r_en.eq(take_beat)
+        half_end = s_g_last | (s_half == ways - 1)      # the head beat's last lane group
+        m.d.comb += drain.r_en.eq(take_beat & half_end)
+        group_beat = drained.current.as_value().word_select(s_half, P * lane_w)
         with m.If(take_beat & drain.r_rdy):
             # acc_shift applied on the way in: A's issue is then only the repeat select
-            m.d.sync += [a_acc[lane].eq(Mux(is_readout, drained.current[lane],
-                                            shifted(drained.current[lane])))
-                         for lane in range(P)]
-            m.d.sync += [a_valid.eq(1), a_g.eq(drained.index),
-                         a_g_last.eq(drained.index == op_last["groups"]),
+            for lane in range(P):
+                current = group_beat[lane * lane_w:(lane + 1) * lane_w].as_signed()
+                m.d.sync += a_acc[lane].eq(Mux(is_readout, current, shifted(current)))
+            m.d.sync += [a_valid.eq(1), a_g_last.eq(s_g_last),
+                         s_half.eq(Mux(half_end, 0, s_half + 1)),
+                         s_g.eq(Mux(s_g_last, 0, s_g + 1)),
+                         s_g_last.eq(Mux(s_g_last, op_last["groups"] == 0,
+                                         s_g + 1 == op_last["groups"])),
                          a_sub.eq(0), a_sub_last.eq(op_last["repeat"] == 0), a_ul.eq(0),
                          a_j.eq(0), a_j_last.eq(per_unit_last == 0)]
 
@@ -1154,8 +1165,9 @@ class Accelerator(wiring.Component):
                             w_tok.eq(0), w_t.eq(0), w_g.eq(0), w_second.eq(0),
                             w_g_last.eq(dst.cgroups == 1), w_t_last.eq(T == 1),
                             w_tok_last.eq(dst.tokens == 1),
-                            w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.groups),
-                            w_tok_off.eq(0), w_g_off.eq(0)]
+                            w_done.eq(0), readout_sums.eq(0), eng_groups.eq(op.egroups),
+                            w_tok_off.eq(0), w_g_off.eq(0),
+                            s_half.eq(0), s_g.eq(0), s_g_last.eq(op.groups == 1)]
                         m.d.sync += [lif_cfg["we"].eq(op.op == Op.LINEAR),
                                      lif_cfg["theta"].eq(op.theta),
                                      lif_cfg["leak_en"].eq(op.leak != 255),

@@ -4,7 +4,9 @@ per bit); everything else goes through the framed protocol of docs/host-link.md.
 
 `device_params(program, divisor)` gives the constructor parameters of the smallest build that
 runs `program` (`AcceleratorConfig.for_programs`), as plain values: the cocotb runner keys its
-build directories by them, and `Device(**params)` rebuilds the same design.
+build directories by them, and `Device(**params)` rebuilds the same design. `DIGITS_BUILD` and
+`PINN_BUILD` are the shapes the demo, the benchmarks, the board builds and the end-to-end tests
+use (`device_params(*programs, divisor=d, **DIGITS_BUILD)`).
 """
 
 from dataclasses import asdict
@@ -16,6 +18,18 @@ from amaranth.lib.wiring import In, Out
 from ..golden.program_loader import AcceleratorConfig
 from .accelerator import Accelerator
 from .host_link import HostLink
+
+# lanes: activation / LIF lanes; engine_lanes: the engine's accumulate width (an event adds
+# that many weights a cycle). The digits transformers' throughput build (docs/accelerator.md)
+# and the PINN's small one.
+DIGITS_BUILD = {"lanes": 16, "engine_lanes": 32}
+PINN_BUILD = {"lanes": 4}
+
+
+def build_label(build: dict) -> str:
+    """'16 lanes, 32-lane engine' for a build dict as above."""
+    engine = build.get("engine_lanes")
+    return f"{build['lanes']} lanes" + (f", {engine}-lane engine" if engine else "")
 
 
 def device_params(*programs, divisor: int, lanes: int = 4, **overrides) -> dict:

@@ -72,6 +72,7 @@ def op_entry_layout(cfg: AcceleratorConfig) -> data.StructLayout:
         "cur_width": 6,
         "bias_rows": _u(cfg.max_tokens), "weight_bits": _u(cfg.weight_width),
         "groups": _u(-(-nmax // P)), "ngroups": _u(-(-nmax // P)),
+        "egroups": _u(-(-nmax // cfg.eng_lanes)),
         "wbase": _u(cfg.weight_words), "bbase": _u(cfg.bias_words),
     })
 
@@ -101,7 +102,7 @@ class ProgramLoader(wiring.Component):
             "done": Out(1), "error": Out(1), "reason": Out(8),
             "prog_addr": Out(range(cfg.program_bytes)), "prog_en": Out(1), "prog_data": In(8),
             "w_addr": Out(range(cfg.weight_words)), "w_en": Out(1),
-            "w_data": Out(data.ArrayLayout(signed(cfg.weight_width), P)),
+            "w_data": Out(data.ArrayLayout(signed(cfg.weight_width), cfg.eng_lanes)),
             "b_addr": Out(range(cfg.bias_words)), "b_en": Out(1),
             "b_data": Out(data.ArrayLayout(signed(cfg.bias_width), P)),
             "buf_addr": Out(range(cfg.max_buffers)), "buf_en": Out(1),
@@ -114,7 +115,8 @@ class ProgramLoader(wiring.Component):
     def elaborate(self, platform):
         cfg = self.cfg
         P, W, T = cfg.lanes, cfg.width, cfg.timesteps
-        lp = ceil_log2(P)
+        E = cfg.eng_lanes        # weight words: E lanes; bias words: P
+        lp, le = ceil_log2(P), ceil_log2(E)
         m = Module()
 
         size = Signal(32)
@@ -342,12 +344,13 @@ class ProgramLoader(wiring.Component):
         m.d.sync += [v_valid.eq(0), r_valid.eq(0), i_valid.eq(0)]
         m.d.sync += [r_valid.eq(v_valid), r_value.eq(value_q),
                      r_bad.eq((value_q < c_lo) | (value_q > c_hi))]
-        lanes_r = Signal(32 * P)
-        lane_n = Signal(range(P))
+        lanes_r = Signal(32 * E)
+        lane_n = Signal(range(E))
         ngroups = Signal(24)
-        groups = Signal(24)
+        groups, egroups = Signal(24), Signal(24)
         m.d.comb += [ngroups.eq((neurons + (P - 1)) >> lp),
-                     groups.eq((o_nout + (P - 1)) >> lp)]
+                     groups.eq((o_nout + (P - 1)) >> lp),
+                     egroups.eq((o_nout + (E - 1)) >> le)]
         # the weight range, registered (o_wbits is final long before a copy is set up)
         w_half = Signal(18)
         w_lo, w_hi = Signal(signed(32)), Signal(signed(32))
@@ -365,7 +368,7 @@ class ProgramLoader(wiring.Component):
                 m.d.sync += [c_bias.eq(1), c_nbytes.eq(4), c_klast.eq(3), c_stride.eq(4),
                              c_colstep.eq(neurons << 2), c_lo.eq(lo), c_hi.eq(hi)]
             else:
-                cols, real, slots, run = o_nin, o_nout, groups << lp, w_run
+                cols, real, slots, run = o_nin, o_nout, egroups << le, w_run
                 start = blob_start + o_waddr
                 wide = o_wbits > 8
                 m.d.sync += [c_bias.eq(0), c_nbytes.eq(Mux(wide, 2, 1)), c_klast.eq(wide),
@@ -632,6 +635,7 @@ class ProgramLoader(wiring.Component):
                     m.d.sync += [d.n_in.eq(o_nin), d.n_out.eq(o_nout),
                                  d.bias_rows.eq(o_brows), d.weight_bits.eq(o_wbits),
                                  d.groups.eq(groups), d.ngroups.eq(ngroups),
+                                 d.egroups.eq(egroups),
                                  d.wbase.eq(wptr), d.bbase.eq(Mux(o_brows != 0, bptr, 0))]
                     copy_setup(bias=False)
                     m.next = "COPY"
@@ -679,9 +683,13 @@ class ProgramLoader(wiring.Component):
                     with m.Else():
                         word = Cat(lanes_r[32:], r_value)
                         m.d.sync += [lanes_r.eq(word), lane_n.eq(lane_n + 1)]
-                        with m.If(lane_n == P - 1):
+                        # a word is full after P lanes (biases) or E (weights): its lanes
+                        # are the top ones of the shift register
+                        def lanes(n):
+                            return [word[32 * (E - n + l):32 * (E - n + l) + 32]
+                                    for l in range(n)]
+                        with m.If(lane_n == Mux(c_bias, P - 1, E - 1)):
                             m.d.sync += lane_n.eq(0)
-                            lanes = [word[32 * l:32 * l + 32] for l in range(P)]
                             with m.If(c_bias):
                                 with m.If(b_full):
                                     fail(Reason.BIAS_MEMORY)
@@ -689,7 +697,8 @@ class ProgramLoader(wiring.Component):
                                     m.d.sync += [self.b_en.eq(1), self.b_addr.eq(bptr),
                                                  bptr.eq(bptr + 1),
                                                  b_full.eq(bptr >= cfg.bias_words - 1)]
-                                    m.d.sync += [self.b_data[l].eq(lanes[l]) for l in range(P)]
+                                    m.d.sync += [self.b_data[l].eq(v)
+                                                 for l, v in enumerate(lanes(P))]
                             with m.Else():
                                 with m.If(w_full):
                                     fail(Reason.WEIGHT_MEMORY)
@@ -697,7 +706,8 @@ class ProgramLoader(wiring.Component):
                                     m.d.sync += [self.w_en.eq(1), self.w_addr.eq(wptr),
                                                  wptr.eq(wptr + 1),
                                                  w_full.eq(wptr >= cfg.weight_words - 1)]
-                                    m.d.sync += [self.w_data[l].eq(lanes[l]) for l in range(P)]
+                                    m.d.sync += [self.w_data[l].eq(v)
+                                                 for l, v in enumerate(lanes(E))]
             with m.State("BIAS"):                  # the bias copy's setup: a state of its own
                 copy_setup(bias=True)
                 m.next = "COPY"

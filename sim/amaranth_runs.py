@@ -2,6 +2,7 @@
 and stalls, and runners shared by the unit tests and `spikeforge bench`."""
 
 import random
+import sys
 
 import numpy as np
 from amaranth.sim import Simulator
@@ -9,6 +10,10 @@ from amaranth.sim import Simulator
 
 def run_testbenches(dut, *testbenches, vcd=None):
     """Simulate `dut` with a clock and the given async testbenches until they all return."""
+    # The simulator compiles a bit-replicating expression per bit of a signal; Python's
+    # compiler recurses per term, beyond the default limit for words of ~3000 bits (the
+    # engine's accumulator word at T=16 and 8 engine lanes).
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20000))
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     for bench in testbenches:

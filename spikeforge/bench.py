@@ -126,8 +126,9 @@ def bench_attention(n=8, d=16, timesteps=4, lanes=4, sparsities=(0.0, 0.5, 0.9, 
             "max_ratio": max(r["ratio"] for r in rows)}
 
 
-# (model, lanes): the digits transformers' throughput build and the PINN's small one
-ACCEL_RUNS = (("digits-ssa", 16), ("digits-sdsa", 16), ("digits-statten", 16), ("pinn-sin", 4))
+# (model, build): the digits transformers' throughput build and the PINN's small one
+ACCEL_RUNS = (("digits-ssa", "digits"), ("digits-sdsa", "digits"), ("digits-statten", "digits"),
+              ("pinn-sin", "pinn"))
 
 
 def bench_accelerator(runs=ACCEL_RUNS, progress=print) -> dict:
@@ -138,19 +139,25 @@ def bench_accelerator(runs=ACCEL_RUNS, progress=print) -> dict:
     from .golden.compile import run_program
     from .golden.program_loader import AcceleratorConfig
     from .rtl.accelerator import Accelerator
+    from .boards.accelerator_top import accelerator_report_name
+    from .rtl.device import DIGITS_BUILD, PINN_BUILD, build_label
     from .sim.amaranth_runs import run_accelerator
     from .sim.link_jobs import prepare_model
+    builds = {"digits": DIGITS_BUILD, "pinn": PINN_BUILD}
     rows = []
-    for model, lanes in runs:
-        progress(f"accelerator: {model}, {lanes} lanes (Amaranth simulator, about a minute)")
+    for model, build in runs:
+        build = builds[build]
+        progress(f"accelerator: {model}, {build_label(build)} (Amaranth simulator, about a "
+                 "minute)")
         run = prepare_model(model, 1)
-        cfg = AcceleratorConfig.for_programs(run.program, lanes=lanes)
+        cfg = AcceleratorConfig.for_programs(run.program, **build)
         got = run_accelerator(Accelerator(cfg), run.program.to_bytes(), [run.inputs[0]])
         error, cycles, out = got["runs"][0]
         want = run_program(run.program, run.inputs[:1]).output[0].reshape(-1)
         ideal = accelerator_cycles(run.program, run.inputs[0], cfg)
         layers = got["layer_cycles"][0]
-        rows.append({"model": model, "lanes": lanes, "error": int(error),
+        rows.append({"model": model, "lanes": cfg.lanes, "engine_lanes": cfg.eng_lanes,
+                     "error": int(error),
                      "matches_golden": error == 0 and out.tolist() == want.tolist(),
                      "cycles": cycles, "ideal_cycles": ideal["total"],
                      "ratio": round(cycles / ideal["total"], 3),
@@ -160,12 +167,10 @@ def bench_accelerator(runs=ACCEL_RUNS, progress=print) -> dict:
                              for op, c, i in zip(run.program.ops, layers, ideal["ops"])],
                      "events": got["counters"]["perf_events"],
                      "skipped": got["counters"]["perf_skipped"]})
-    fmax = {}
-    for board in ("ulx3s", "icebreaker"):
-        for path in sorted(REPORTS.glob(f"synth-accelerator-{board}*.json")):
-            r = json.loads(path.read_text())
-            if r.get("fmax_mhz"):
-                fmax[f"{board} {r.get('lanes', '?')} lanes"] = r["fmax_mhz"]
+    fmax = {}     # the digits throughput build's board report, when there is one
+    path = REPORTS / f"synth-{accelerator_report_name('ulx3s', **DIGITS_BUILD)}.json"
+    if path.is_file() and json.loads(path.read_text()).get("fmax_mhz"):
+        fmax[f"ulx3s {build_label(DIGITS_BUILD)}"] = json.loads(path.read_text())["fmax_mhz"]
     return {"rows": rows, "max_ratio": max(r["ratio"] for r in rows), "fmax_mhz": fmax}
 
 
@@ -183,11 +188,13 @@ def bench_synth(progress) -> list[dict]:
     reports = []
     if "ulx3s" in boards:   # the digits accelerator, throughput build (docs/boards.md)
         from .boards.accelerator_top import synth_accelerator
+        from .rtl.device import DIGITS_BUILD, build_label
         try:
-            reports.append(synth_accelerator("ulx3s", lanes=16, progress=progress))
+            reports.append(synth_accelerator("ulx3s", progress=progress, **DIGITS_BUILD))
         except Exception as e:  # noqa: BLE001 - reported, not fatal
             progress(f"ulx3s accelerator: not built ({e})")
-            reports.append({"board": "ulx3s", "top": "Device (digits, 16 lanes)",
+            reports.append({"board": "ulx3s",
+                            "top": f"Device (digits, {build_label(DIGITS_BUILD)})",
                             "error": str(e)})
     for board, core in builds:
         try:
@@ -242,13 +249,14 @@ def to_markdown(result: dict) -> str:
                "One held-out input per shipped network on the RTL Accelerator (Amaranth "
                "simulator), bound from golden `accelerator_cycles` (golden/accelerator.py). "
                "Target: ratio <= 1.15; digits >= 10,000 inferences/s at the ECP5 Fmax.", "",
-               "| model | lanes | matches golden | cycles | ideal | ratio | per op (ratio) |"
+               "| model | lanes / engine lanes | matches golden | cycles | ideal | ratio | per op (ratio) |"
                + "".join(f" inf/s at {k} ({v:.1f} MHz) |" for k, v in acc["fmax_mhz"].items()),
                "|---|---|---|---|---|---|---|" + "---|" * len(acc["fmax_mhz"])]
         for r in acc["rows"]:
             per_op = ", ".join(f"{o['op'][:4]} {o['ratio']}" for o in r["ops"])
             rates = "".join(f" {v * 1e6 / r['cycles']:,.0f} |" for v in acc["fmax_mhz"].values())
-            md.append(f"| {r['model']} | {r['lanes']} | {r['matches_golden']} | {r['cycles']} | "
+            md.append(f"| {r['model']} | {r['lanes']} / {r['engine_lanes']} | "
+                      f"{r['matches_golden']} | {r['cycles']} | "
                       f"{r['ideal_cycles']} | {r['ratio']} | {per_op} |{rates}")
         md.append("")
     md += ["## Board builds", "",

@@ -5,7 +5,8 @@
                                               accelerator vs golden, then the board build
     spikeforge lif-demo [--no-synth]          one LIF layer golden vs RTL, then a board build
     spikeforge sim    [--simulator S] ...     one LIF layer on Verilator or Icarus vs golden
-    spikeforge synth  --board B [--target-mhz F] [--core C | --accelerator digits|pinn [--lanes N]]
+    spikeforge synth  --board B [--target-mhz F] [--core C | --accelerator digits|pinn [--lanes N]
+                      [--engine-lanes E]]
     spikeforge report [--no-golden]           golden report (accuracy, PINN errors, plots) and
                                               build/reports/*.json into a Markdown summary
     spikeforge bench                          Fmax/utilization and cycle benchmarks
@@ -90,7 +91,7 @@ def cmd_synth(args) -> int:
         report = synth_accelerator(args.board, models=MODEL_GROUPS[args.accelerator],
                                    lanes=args.lanes, target_mhz=args.target_mhz,
                                    seed=PLACEMENT_SEED if args.seed is None else args.seed,
-                                   progress=progress)
+                                   progress=progress, engine_lanes=args.engine_lanes)
     else:
         report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
                              progress=progress)
@@ -199,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="build the whole accelerator (UART host link + Accelerator) sized "
                          "for the digits transformers or the PINNs")
     sp.add_argument("--lanes", type=int, default=4, help="accelerator lanes (--accelerator)")
+    sp.add_argument("--engine-lanes", type=int, default=None,
+                    help="the engine's accumulate lanes, a power-of-two multiple of --lanes "
+                         "(--accelerator; default: --lanes; the digits throughput build: 32)")
     sp.add_argument("--seed", type=int, default=None,
                     help="nextpnr placement seed (--accelerator; default: PLACEMENT_SEED of "
                          "boards/accelerator_top.py)")
@@ -229,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--lanes", type=int, default=4,
                     help="--sim verilator|icarus: accelerator lanes (power of two; the digits "
                          "throughput build uses 16)")
+    sp.add_argument("--engine-lanes", type=int, default=None,
+                    help="--sim verilator|icarus: the engine's accumulate lanes (default: "
+                         "--lanes; the digits throughput build uses 32)")
     sp.add_argument("--timeout-cycles", type=int, default=500_000,
                     help="--sim verilator|icarus: simulated cycles of silence before a reply "
                          "times out (longer than the slowest RUN)")
@@ -275,7 +282,8 @@ def _run_on_rtl(args):
 
     progress(f"compiling {args.model} for the device top")
     run = prepare_model(args.model, args.count, args.timesteps)
-    params = device_params(run.program, divisor=args.divisor, lanes=args.lanes)
+    params = device_params(run.program, divisor=args.divisor, lanes=args.lanes,
+                           engine_lanes=args.engine_lanes)
     where = f"the RTL accelerator on {args.sim}"
     t0 = time.monotonic()
     try:

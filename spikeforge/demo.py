@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 
 DIGITS = ("digits-ssa", "digits-sdsa", "digits-statten")
-DIGITS_LANES = 16          # the throughput build (docs/accelerator.md)
-PINN_LANES = 4
 DIVISOR = 4                # UART bit time in simulated clock cycles (fastest simulation)
 REPORTS = Path("build/reports")
 
@@ -40,10 +38,10 @@ def _progress_lines(progress):
     return show
 
 
-def _simulate(programs, steps, lanes, progress, sim):
+def _simulate(programs, steps, build, progress, sim):
     from .rtl.device import Device, device_params
     from .sim.link_runner import run_link_job
-    params = device_params(*programs, divisor=DIVISOR, lanes=lanes)
+    params = device_params(*programs, divisor=DIVISOR, **build)
     summary, _ = run_link_job(Device, params, toplevel="device", sim=sim,
                               job="spikeforge.sim.link_jobs:sequence", args={"steps": steps},
                               divisor=DIVISOR, timeout_cycles=2_000_000,
@@ -51,15 +49,16 @@ def _simulate(programs, steps, lanes, progress, sim):
     return summary["steps"]
 
 
-def _row(run, prepared, lanes):
+def _row(run, prepared, build):
     """One summary row: device vs golden, cycles vs the ideal bound."""
     from .golden.accelerator import accelerator_cycles
     from .golden.pinn import rel_l2
     from .golden.program_loader import AcceleratorConfig
-    cfg = AcceleratorConfig.for_programs(prepared.program, lanes=lanes)
+    cfg = AcceleratorConfig.for_programs(prepared.program, **build)
     ideal = accelerator_cycles(prepared.program, prepared.inputs[-1], cfg)["total"]
     row = {"model": prepared.model, "inferences": run["inferences"],
-           "bit_identical": run["bit_identical_to_golden"], "lanes": lanes,
+           "bit_identical": run["bit_identical_to_golden"], "lanes": build["lanes"],
+           "engine_lanes": cfg.eng_lanes,
            "cycles": run["perf"]["cycles"], "ideal_cycles": ideal,
            "cycles_vs_ideal": round(run["perf"]["cycles"] / ideal, 3),
            "layer_cycles": run["layer_cycles"]}
@@ -74,15 +73,15 @@ def _row(run, prepared, lanes):
     return row
 
 
-def _board_report(board, lanes, synth, progress):
+def _board_report(board, build, synth, progress):
     """The digits accelerator's board report: built now, or the last one on disk."""
-    name = f"accelerator-{board}" + ("" if lanes == 4 else f"-l{lanes}")   # synth_accelerator's
-    path = REPORTS / f"synth-{name}.json"
+    from .boards.accelerator_top import accelerator_report_name, synth_accelerator
+    from .rtl.device import build_label
+    path = REPORTS / f"synth-{accelerator_report_name(board, **build)}.json"
     if synth:
-        from .boards.accelerator_top import synth_accelerator
         progress(f"building the {board} bitstream of the digits accelerator "
-                 f"({DIGITS_LANES} lanes; place and route takes minutes)")
-        return synth_accelerator(board, models=DIGITS, lanes=lanes, progress=progress), "built now"
+                 f"({build_label(build)}; place and route takes minutes)")
+        return synth_accelerator(board, models=DIGITS, progress=progress, **build), "built now"
     if path.is_file():
         return json.loads(path.read_text()), f"from {path}"
     return None, "no board report"
@@ -113,18 +112,20 @@ def run_demo(images: int = 20, points: int = 32, board: str = "ulx3s", synth: bo
     progress(f"compiling {', '.join(DIGITS)} and pinn-sin")
     digits = [prepare_model(m, images) for m in DIGITS]
     pinn = prepare_model("pinn-sin", points)
-    progress(f"digits transformers on the {sim} accelerator ({DIGITS_LANES} lanes), "
+    from .rtl.device import DIGITS_BUILD, PINN_BUILD, build_label
+    progress(f"digits transformers on the {sim} accelerator ({build_label(DIGITS_BUILD)}), "
              f"{images} held-out images each, through the UART host link")
     runs = _simulate([p.program for p in digits],
                      [{"job": "run_model", "args": {"model": p.model, "count": images}}
-                      for p in digits], DIGITS_LANES, progress, sim)
-    rows = [_row(r, p, DIGITS_LANES) for r, p in zip(runs, digits)]
-    progress(f"spiking PINN on the {sim} accelerator ({PINN_LANES} lanes), {points} points")
+                      for p in digits], DIGITS_BUILD, progress, sim)
+    rows = [_row(r, p, DIGITS_BUILD) for r, p in zip(runs, digits)]
+    progress(f"spiking PINN on the {sim} accelerator ({build_label(PINN_BUILD)}), "
+             f"{points} points")
     run, = _simulate([pinn.program], [{"job": "run_model",
                                        "args": {"model": "pinn-sin", "count": points}}],
-                     PINN_LANES, progress, sim)
-    rows.append(_row(run, pinn, PINN_LANES))
-    report, note = _board_report(board, DIGITS_LANES, synth, progress)
+                     PINN_BUILD, progress, sim)
+    rows.append(_row(run, pinn, PINN_BUILD))
+    report, note = _board_report(board, DIGITS_BUILD, synth, progress)
     if report is not None:
         from .boards.flow import format_report_table
         print(format_report_table(report))

@@ -73,28 +73,36 @@ def run_and_compare(prog, inputs, cfg):
     return got
 
 
-def test_pinn_bit_exact():
+@pytest.mark.parametrize("engine_lanes", [None, 8])
+def test_pinn_bit_exact(engine_lanes):
+    """The PINN: T=16, biases, acc_shift, a LINEAR with `repeat` (currents copied to
+    several neurons); with 8 engine lanes each drained beat is split in two."""
     snn, prog = pinn_program()
     x = pinn_input(snn, eval_grid(5)[[0, 2, 4]])
-    run_and_compare(prog, list(x), AcceleratorConfig.for_programs(prog, lanes=4))
+    run_and_compare(prog, list(x), AcceleratorConfig.for_programs(prog, lanes=4,
+                                                                 engine_lanes=engine_lanes))
 
 
-@pytest.mark.parametrize("mode,block,variant", [
-    ("ssa", 1, "reference"), ("statten", 2, "reference"), ("sdsa", 1, "reference"),
-    ("sdsa", 1, "paper")])
-def test_transformer_block_bit_exact(mode, block, variant):
+@pytest.mark.parametrize("mode,block,variant,engine_lanes", [
+    ("ssa", 1, "reference", None), ("statten", 2, "reference", None),
+    ("sdsa", 1, "reference", None), ("sdsa", 1, "paper", None), ("ssa", 1, "reference", 8)])
+def test_transformer_block_bit_exact(mode, block, variant, engine_lanes):
     prog = block_program(mode, block, variant, seed=block + len(variant))
     rng = np.random.default_rng(1)
     inputs = [rng.integers(0, 17, size=(4, 8, 8)) for _ in range(2)]
     spikes = run_program(prog, np.stack(inputs)).buffers
     assert 0.05 < spikes[4].mean() < 0.95 and spikes[7].any(), "the test needs live spikes"
-    run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4))
+    run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4,
+                                                                 engine_lanes=engine_lanes))
 
 
-def test_partial_last_channel_group_bit_exact():
+@pytest.mark.parametrize("engine_lanes", [None, 8, 16])
+def test_partial_last_channel_group_bit_exact(engine_lanes):
     """Channel counts that leave the last group of P lanes partial, with several groups:
     ENCODE (6 input channels: groups of 4 and 2 lanes), LINEAR into 10 units
-    (3 groups), ADD and READOUT over 10 channels, at 4 lanes."""
+    (3 groups), ADD and READOUT over 10 channels, at 4 lanes. With 8 engine lanes the
+    engine's second beat of a timestep holds one lane group of two; with 16, one beat
+    holds three of four."""
     rng = np.random.default_rng(7)
     b = _Builder(4)
     lif = LIFParams(theta=30, leak_shift=2, width=16, reset="zero")
@@ -111,7 +119,8 @@ def test_partial_last_channel_group_bit_exact():
     inputs = [rng.integers(0, 16, size=(4, 3, 6)) for _ in range(2)]
     bufs = run_program(prog, np.stack(inputs)).buffers
     assert 0.05 < bufs[h].mean() < 0.95 and bufs[h2].any(), "the test needs live spikes"
-    run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4))
+    run_and_compare(prog, inputs, AcceleratorConfig.for_programs(prog, lanes=4,
+                                                                 engine_lanes=engine_lanes))
 
 
 def test_out_of_range_input_and_no_program():

@@ -147,6 +147,9 @@ def test_synth_accelerator_refuses_bad_arguments(tmp_path):
         synth_accelerator("ulx3s", models=("digits-nope",), **quiet)
     with pytest.raises(ValueError, match="lanes"):
         synth_accelerator("ulx3s", lanes=3, **quiet)
+    for engine_lanes in (8, 24):      # below the 16 lanes, not a power of two
+        with pytest.raises(ValueError, match="engine_lanes"):
+            synth_accelerator("ulx3s", lanes=16, engine_lanes=engine_lanes, **quiet)
     with pytest.raises(ValueError, match="different timesteps"):
         synth_accelerator("ulx3s", models=("digits-ssa", "pinn-sin"), **quiet)
     for seed in (-1, 1.5, "3", True):
@@ -181,8 +184,8 @@ def test_cli_synth_accelerator_builds_the_group(monkeypatch, capsys):
     from spikeforge.boards import accelerator_top
     calls = []
 
-    def fake(board, models, lanes, target_mhz, seed, progress):
-        calls.append((board, models, lanes, target_mhz, seed))
+    def fake(board, models, lanes, target_mhz, seed, progress, engine_lanes):
+        calls.append((board, models, lanes, target_mhz, seed, engine_lanes))
         return {"board": board, "device": "d", "fmax_mhz": 130.0, "target_mhz": 120,
                 "timing_met": True, "luts": 1, "ffs": 2, "brams": 3, "dsps": 4,
                 "elapsed_s": 5, "bitstream": "top.bit", "bitstream_bytes": 6}
@@ -190,13 +193,21 @@ def test_cli_synth_accelerator_builds_the_group(monkeypatch, capsys):
     assert cli.main(["synth", "--board", "icebreaker", "--accelerator", "pinn",
                      "--lanes", "8"]) == 0
     assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None,
-                      accelerator_top.PLACEMENT_SEED)]
+                      accelerator_top.PLACEMENT_SEED, None)]
     assert "130.0 MHz" in capsys.readouterr().out
     assert cli.main(["synth", "--board", "ulx3s", "--accelerator", "digits", "--lanes", "16",
-                     "--seed", "7"]) == 0
-    assert calls[-1] == ("ulx3s", ("digits-ssa", "digits-sdsa", "digits-statten"), 16, None, 7)
+                     "--seed", "7", "--engine-lanes", "32"]) == 0
+    assert calls[-1] == ("ulx3s", ("digits-ssa", "digits-sdsa", "digits-statten"), 16, None, 7,
+                         32)
     assert cli.main(["synth", "--accelerator", "digits", "--core", "lif"]) != 0
     assert len(calls) == 2
+
+
+def test_report_names_say_the_build():
+    from spikeforge.boards.accelerator_top import accelerator_report_name as name
+    assert name("icebreaker") == "accelerator-icebreaker"
+    assert name("ulx3s", 16) == "accelerator-ulx3s-l16"
+    assert name("ulx3s", lanes=16, engine_lanes=32) == "accelerator-ulx3s-l16-e32"
 
 
 def test_failed_build_summary_reads_yosys_cells_and_nextpnr_errors(tmp_path):

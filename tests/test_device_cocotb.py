@@ -3,7 +3,7 @@ host driver (`AcceleratorLink`) over a simulated UART: the same `run_model` as
 `spikeforge run`. Verilator: refusals, then the shipped spiking PINN bit-identical to the
 golden network on 32 grid points and a RESET sent mid-inference (the next inference is
 exact), and one build for the three digits transformers (SSA,
-SDSA, STAtten; 16 lanes) on 20 held-out images each, bit-identical with the golden network:
+SDSA, STAtten; the throughput build: 16 lanes, a 32-lane engine) on 20 held-out images each, bit-identical with the golden network:
 the issue's end-to-end proof. Icarus (slow on a design this size): the refusals only.
 Per-op cycles come back through the LAYERS space; each is at least the golden ideal bound."""
 
@@ -15,7 +15,7 @@ from spikeforge.golden.compile import compile_pinn
 from spikeforge.golden.host_link import State
 from spikeforge.golden.pinn import convert, load_weights
 from spikeforge.golden.program_loader import AcceleratorConfig
-from spikeforge.rtl.device import Device, device_params
+from spikeforge.rtl.device import DIGITS_BUILD, PINN_BUILD, Device, device_params
 from spikeforge.sim.link_jobs import prepare_model
 from spikeforge.sim.link_runner import run_link_job
 
@@ -26,7 +26,6 @@ PINN_T = 16
 PINN_POINTS = 32
 DIGITS = ("digits-ssa", "digits-sdsa", "digits-statten")
 DIGITS_IMAGES = 20
-DIGITS_LANES = 16
 REFUSALS = [
     {"job": "ping"},
     {"job": "command", "args": {"cmd": "RUN"}, "catch": True},
@@ -37,15 +36,15 @@ REFUSALS = [
 ]
 
 
-def device_job(sim, steps, programs=None, lanes=4):
+def device_job(sim, steps, programs=None, build=PINN_BUILD):
     programs = programs or [compile_pinn(convert(load_weights("sin"), PINN_T, integer=True))]
-    summary, _ = run_link_job(Device, device_params(*programs, divisor=DIVISOR, lanes=lanes),
+    summary, _ = run_link_job(Device, device_params(*programs, divisor=DIVISOR, **build),
                               toplevel="device", sim=sim, job="spikeforge.sim.link_jobs:sequence",
                               args={"steps": steps}, divisor=DIVISOR, timeout_cycles=2_000_000)
     return summary["steps"]
 
 
-def check_model_run(run, count, prepared, lanes, before=0):
+def check_model_run(run, count, prepared, build, before=0):
     """Bit-identical, counters and status consistent, per-op cycles >= the ideal bound.
     `before`: inferences the device ran earlier (its counter counts since power-up)."""
     assert run["bit_identical_to_golden"] and run["mismatched_inferences"] == []
@@ -54,7 +53,7 @@ def check_model_run(run, count, prepared, lanes, before=0):
     assert run["perf"]["cycles"] > 0 and run["perf"]["events"] > 0
     layers = run["layer_cycles"]
     assert len(layers) == len(prepared.program.ops) and sum(layers) < run["perf"]["cycles"]
-    cfg = AcceleratorConfig.for_programs(prepared.program, lanes=lanes)
+    cfg = AcceleratorConfig.for_programs(prepared.program, **build)
     ideal = accelerator_cycles(prepared.program, prepared.inputs[-1], cfg)
     assert all(got >= bound for got, bound in zip(layers, ideal["ops"])), (layers, ideal)
 
@@ -85,7 +84,8 @@ def test_device_verilator_refusals_then_pinn_bit_identical_and_reset_mid_run():
                                       "timesteps": PINN_T}},
         {"job": "reset_mid_run", "args": {"model": "pinn-sin", "timesteps": PINN_T}}])
     check_refusals(steps[:5])
-    check_model_run(steps[5], PINN_POINTS, prepare_model("pinn-sin", PINN_POINTS, PINN_T), 4)
+    check_model_run(steps[5], PINN_POINTS, prepare_model("pinn-sin", PINN_POINTS, PINN_T),
+                    PINN_BUILD)
     assert steps[5]["max_abs_error_vs_analytic"] < 0.02
     check_reset_mid_run(steps[6])
 
@@ -94,9 +94,9 @@ def test_device_verilator_digits_every_attention_bit_identical():
     prepared = [prepare_model(m, DIGITS_IMAGES) for m in DIGITS]
     steps = device_job("verilator", [
         {"job": "run_model", "args": {"model": m, "count": DIGITS_IMAGES}} for m in DIGITS],
-        programs=[p.program for p in prepared], lanes=DIGITS_LANES)
+        programs=[p.program for p in prepared], build=DIGITS_BUILD)
     for k, (run, prep) in enumerate(zip(steps, prepared)):
-        check_model_run(run, DIGITS_IMAGES, prep, DIGITS_LANES, before=k * DIGITS_IMAGES)
+        check_model_run(run, DIGITS_IMAGES, prep, DIGITS_BUILD, before=k * DIGITS_IMAGES)
         want = np.asarray(prep.golden).argmax(axis=1)
         assert run["predictions"] == " ".join(map(str, want))     # the golden's predictions
         assert run["accuracy"] >= 0.8

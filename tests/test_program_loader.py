@@ -5,6 +5,7 @@ and the RTL ProgramLoader writes the golden tables / refuses with the golden rea
 
 import struct
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -86,17 +87,21 @@ def small():
 # ------------------------------------------------------------------------------ golden
 
 def _check_tables(prog, loaded, cfg):
-    P = cfg.lanes
+    P, E = cfg.lanes, cfg.eng_lanes
     for op, e in zip(prog.ops, loaded.ops):
         assert e.op == op.op and e.dst == op.dst and e.n_src == len(op.src)
         if op.op not in (Op.LINEAR, Op.READOUT):
-            assert e.wbase == e.bbase == e.groups == 0
+            assert e.wbase == e.bbase == e.groups == e.egroups == 0
             continue
+        assert (e.groups, e.egroups) == (-(-op.n_out // P), -(-op.n_out // E))
         w = prog.weights(op)
-        rec = np.zeros((e.groups * P, op.n_in), dtype=np.int64)
+        # weight words are E lanes wide: word wbase + i * egroups + g, lane l = W[g * E + l, i]
+        rec = np.zeros((e.egroups * E, op.n_in), dtype=np.int64)
         for i in range(op.n_in):
-            for g in range(e.groups):
-                rec[g * P:(g + 1) * P, i] = loaded.weight_words[e.wbase + i * e.groups + g]
+            for g in range(e.egroups):
+                word = loaded.weight_words[e.wbase + i * e.egroups + g]
+                assert len(word) == E
+                rec[g * E:(g + 1) * E, i] = word
         assert np.array_equal(rec[:op.n_out], w) and not rec[op.n_out:].any()
         bias = prog.bias(op)
         if bias is not None:
@@ -127,6 +132,9 @@ def test_shipped_program_tables(digits, pinn):
         att = loaded.ops[4]
         assert att.op == Op.ATTENTION and att.heads == 4 and \
             att.mode == {"ssa": 0, "statten": 1, "sdsa": 2}[name]
+    wide = AcceleratorConfig.for_programs(*digits.values(), lanes=4, engine_lanes=16)
+    for prog in digits.values():
+        _check_tables(prog, program_loader(prog.to_bytes(), wide), wide)
     pcfg = AcceleratorConfig.for_programs(pinn)
     loaded = program_loader(pinn.to_bytes(), pcfg)
     _check_tables(pinn, loaded, pcfg)
@@ -161,6 +169,11 @@ def test_config_validation_and_for_programs(digits, pinn):
         AcceleratorConfig(timesteps=4, max_neurons=62)
     with pytest.raises(ValueError, match="reset"):
         AcceleratorConfig(timesteps=4, reset="none")
+    for bad in (2, 12, 0, 8.0):
+        with pytest.raises(ValueError, match="engine_lanes"):
+            AcceleratorConfig(timesteps=4, lanes=4, engine_lanes=bad)
+    assert AcceleratorConfig(timesteps=4, lanes=4).eng_lanes == 4
+    assert AcceleratorConfig(timesteps=4, lanes=4, engine_lanes=8).eng_lanes == 8
     with pytest.raises(ValueError, match="timesteps"):
         AcceleratorConfig.for_programs(digits["ssa"], pinn)
     cfg = AcceleratorConfig.for_programs(pinn)
@@ -184,7 +197,6 @@ def refusal_cases(prog, cfg):
     img = prog.to_bytes()
     o = lambda i, field: _op_off(prog, i) + field       # noqa: E731
     lin, att, add, ro = 0, 3, 4, 5
-    from dataclasses import replace
     c = []
     add_case = lambda n, im, code, cf=cfg: c.append((n, im, cf, code))  # noqa: E731
     add_case("short", img[:20], Reason.TOO_SHORT)
@@ -336,8 +348,10 @@ def test_rtl_pinn_tables(pinn):
     assert rtl["cycles"] == loader_cycles(loaded, cfg)
 
 
-def test_rtl_reduced_digits_tables(small):
+@pytest.mark.parametrize("engine_lanes", [None, 8, 16])
+def test_rtl_reduced_digits_tables(small, engine_lanes):
     prog, cfg = small
+    cfg = replace(cfg, engine_lanes=engine_lanes)
     loaded = program_loader(prog.to_bytes(), cfg)
     rtl = rtl_load(prog.to_bytes(), cfg)
     _compare(rtl, loaded, cfg)
