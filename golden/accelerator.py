@@ -3,7 +3,7 @@
 
 `accelerator_cycles(program, x, cfg)` counts the work the architecture cannot avoid, with
 every unit busy at one beat a cycle and no stall, from the golden interpreter's buffers:
-  ENCODE     the int16 input is read from a byte-wide memory: 2 bytes per element.
+  ENCODE     the int16 input is read from a 16-bit-wide memory: an element a cycle.
   LINEAR /   three units, each one beat a cycle, over the n tokens:
   READOUT    - the engine accumulates every event of token k (a live (channel, plane) pair:
                its T-bit word is not 0) over the op's engine groups G = ceil(n_out / E),
@@ -65,7 +65,7 @@ def accelerator_cycles(program: Program, x, cfg: AcceleratorConfig) -> dict:
     bufs = {k: v[0] for k, v in run.buffers.items()}
     T, P = program.timesteps, cfg.lanes
     ib = program.buffers[program.input_buffer]
-    encode = 2 * T * ib.tokens * ib.channels
+    encode = T * ib.tokens * ib.channels
     ops = []
     for op in program.ops:
         srcs = [program.buffers[s] for s in op.src]

@@ -105,7 +105,9 @@ class Accelerator(wiring.Component):
 
         # ---------------------------------------------------------------- memories
         m.submodules.prog_mem = prog_mem = Memory(shape=8, depth=cfg.program_bytes, init=[])
-        m.submodules.in_mem = in_mem = Memory(shape=8, depth=self.input_bytes, init=[])
+        # the input: int16 elements, one a word (ENCODE reads an element a cycle), written
+        # and read by the host a byte at a time (little-endian)
+        m.submodules.in_mem = in_mem = Memory(shape=16, depth=self.input_bytes // 2, init=[])
         m.submodules.out_mem = out_mem = Memory(shape=8, depth=self.output_bytes, init=[])
         m.submodules.layers = layers_mem = Memory(shape=32, depth=cfg.max_ops, init=[])
         m.submodules.act = act = Memory(shape=P, depth=cfg.act_words * T, init=[])
@@ -116,7 +118,7 @@ class Accelerator(wiring.Component):
         m.submodules.bufs = buf_mem = Memory(shape=buffer_entry_layout(cfg),
                                              depth=cfg.max_buffers, init=[])
         prog_rd, prog_wr = prog_mem.read_port(), prog_mem.write_port()
-        in_rd, in_wr = in_mem.read_port(), in_mem.write_port()
+        in_rd, in_wr = in_mem.read_port(), in_mem.write_port(granularity=8)
         out_rd, out_wr = out_mem.read_port(), out_mem.write_port()
         layers_rd, layers_wr = layers_mem.read_port(), layers_mem.write_port()
         act_rd, act_wr = act.read_port(), act.write_port()
@@ -164,9 +166,10 @@ class Accelerator(wiring.Component):
             prog_wr.en.eq(dev.mem_we & (space == Space.PROGRAM)),
             prog_rd.addr.eq(Mux(loader.prog_en, loader.prog_addr, dev.mem_addr)),
             prog_rd.en.eq(1),
-            in_rd.addr.eq(dev.mem_addr), in_rd.en.eq(1),
-            in_wr.addr.eq(dev.mem_addr), in_wr.data.eq(dev.mem_wdata),
-            in_wr.en.eq(dev.mem_we & (space == Space.INPUT)),
+            in_rd.addr.eq(dev.mem_addr >> 1), in_rd.en.eq(1),
+            in_wr.addr.eq(dev.mem_addr >> 1), in_wr.data.eq(dev.mem_wdata.replicate(2)),
+            in_wr.en.eq(Mux(dev.mem_we & (space == Space.INPUT),
+                            Cat(~dev.mem_addr[0], dev.mem_addr[0]), 0)),
             out_rd.addr.eq(dev.mem_addr), out_rd.en.eq(1),
             layers_rd.addr.eq(dev.mem_addr >> 2), layers_rd.en.eq(1),
         ]
@@ -180,7 +183,7 @@ class Accelerator(wiring.Component):
                 with m.Case(Space.PROGRAM):
                     m.d.sync += dev.mem_rdata.eq(prog_rd.data)
                 with m.Case(Space.INPUT):
-                    m.d.sync += dev.mem_rdata.eq(in_rd.data)
+                    m.d.sync += dev.mem_rdata.eq(in_rd.data.word_select(read_byte[0], 8))
                 with m.Case(Space.OUTPUT):
                     m.d.sync += dev.mem_rdata.eq(out_rd.data)
                 with m.Case(Space.LAYERS):    # little-endian u32 per op, 0 before a RUN
@@ -307,8 +310,8 @@ class Accelerator(wiring.Component):
 
         # ----------------------------------------- element values (ENCODE and ADD)
         # A reader assembles the P values of one (token, group, t) word, one read a cycle:
-        # ENCODE reads 2 input bytes per real lane (padding lanes stay 0), ADD the planes of
-        # both sources. On its last read's data the word is range-checked and handed to the
+        # ENCODE reads an input element per real lane (padding lanes stay 0), ADD the planes
+        # of both sources. On its last read's data the word is range-checked and handed to the
         # plane writer, which writes the destination planes (one a cycle) while the reader
         # goes on with the next word.
         # the unit's own walk: read k (v_ctr) of word (v_token, v_group, v_tstep)
@@ -318,22 +321,30 @@ class Accelerator(wiring.Component):
         encoding = Signal()              # ENCODE (not ADD) owns the value unit
         vals = Signal(data.ArrayLayout(VALUE, P))        # the word being assembled
         vals_next = Signal(data.ArrayLayout(VALUE, P))   # ... with this cycle's read data
-        lo_byte = Signal(8)
         n0 = src.planes
-        # The word's last read (reads - 1): ENCODE reads 2 bytes per real lane (the last group
-        # may be partial), ADD the planes of both sources. All from registers, each a single
-        # register after the buffer fields (valid from the unit's second cycle); a word has
-        # at least 2 reads, so nothing compares against them at ctr = 0.
+        # The word's last read (reads - 1): ENCODE reads one element per real lane (the last
+        # group may be partial), ADD the planes of both sources. All from registers, each a
+        # single register after the buffer fields (valid from the unit's second cycle); a
+        # word has at least 2 reads, so nothing compares against them at ctr = 0: a word of
+        # one real lane reads its element twice (`enc_repeat`: read 1 is read 0 again).
         in_last_group = Signal()
         m.d.sync += in_last_group.eq(v_group == dst.cgroups - 1)
-        enc_last_read = held(Mux(dst.channels[:exact_log2(P)] == 0, 2 * P, dst.channels[
-            :exact_log2(P)] * 2) - 1, "enc_last_read") if P > 1 else Const(1)
+        if P > 1:
+            ch_mod = dst.channels[:exact_log2(P)]       # real lanes of the last group (0: P)
+            enc_last_read = held(Mux(ch_mod == 0, P, Mux(ch_mod == 1, 2, ch_mod)) - 1,
+                                 "enc_last_read")
+            enc_one_lane = held(ch_mod == 1, "enc_one_lane")
+            enc_repeat = in_last_group & enc_one_lane
+            enc_full_read = P - 1
+        else:
+            enc_last_read, enc_repeat, enc_full_read = Const(1), Const(1), 1
         add_last_read = held(n0 + src1.planes - 1, "add_last_read")
-        last_read = Mux(encoding, Mux(in_last_group, enc_last_read, 2 * P - 1), add_last_read)
+        last_read = Mux(encoding, Mux(in_last_group, enc_last_read, enc_full_read),
+                        add_last_read)
         rd_valid, rd_last = Signal(), Signal()           # read data arrives (the word's last)
         rd_k = Signal(8)                 # ... of read k of its word
         rd_unit = Signal(VALUE)          # ADD: what a set bit of the arriving plane is worth
-        rd_act, rd_in = Signal(P), Signal(8)     # the read data, registered
+        rd_act, rd_in = Signal(P), Signal(16)    # the read data, registered
         rd_done = Signal()               # every read of the op issued
         # where the word goes (dst offset, timestep): set with its last read, carried along
         # the read pipeline (a word of 2 reads may start its successor's last read before
@@ -365,13 +376,9 @@ class Accelerator(wiring.Component):
         m.d.comb += vals_next.eq(vals)
         with m.If(rd_valid):
             with m.If(encoding):
-                with m.If(~rd_k[0]):
-                    m.d.sync += lo_byte.eq(rd_in)
-                with m.Else():
-                    value = Cat(lo_byte, rd_in).as_signed()
-                    for lane in range(P):
-                        with m.If((rd_k >> 1) == lane):
-                            m.d.comb += vals_next[lane].eq(value)
+                for lane in range(P):
+                    with m.If(rd_k == lane):
+                        m.d.comb += vals_next[lane].eq(rd_in.as_signed())
             with m.Else():
                 for lane in range(P):
                     m.d.comb += vals_next[lane].eq(vals[lane] + Mux(rd_act[lane], rd_unit, 0))
@@ -435,7 +442,9 @@ class Accelerator(wiring.Component):
         rq_in_addr = Signal.like(in_rd.addr)
         # request (rq) -> the memory reads (mv) -> its data registered (rd) -> accumulated
         mv_valid, mv_last, mv_k, mv_unit = Signal(), Signal(), Signal(8), Signal(VALUE)
-        m.d.sync += [rq_valid.eq(rd_issue), rq_last.eq(rd_issue & rd_word_last), rq_k.eq(v_ctr),
+        enc_lane = Mux(enc_repeat, 0, v_ctr)         # the lane an ENCODE read fills
+        m.d.sync += [rq_valid.eq(rd_issue), rq_last.eq(rd_issue & rd_word_last),
+                     rq_k.eq(Mux(encoding, enc_lane, v_ctr)),
                      mv_valid.eq(rq_valid), mv_last.eq(rq_last), mv_k.eq(rq_k),
                      mv_unit.eq(rq_unit),
                      rd_valid.eq(mv_valid), rd_last.eq(mv_last), rd_k.eq(mv_k),
@@ -445,7 +454,7 @@ class Accelerator(wiring.Component):
             m.d.comb += in_rd.addr.eq(rq_in_addr)
         with m.If(rd_issue):
             with m.If(encoding):
-                m.d.sync += rq_in_addr.eq(Cat(v_ctr[0], enc_t + enc_grp + (v_ctr >> 1)))
+                m.d.sync += rq_in_addr.eq(enc_t + enc_grp + enc_lane)
             with m.Else():
                 rd_first = v_ctr < n0
                 rd_plane = Mux(rd_first, v_ctr, v_ctr - n0)[:6]
@@ -1078,9 +1087,9 @@ class Accelerator(wiring.Component):
 
             with seq_state("CLEAR_INPUT"):
                 # RESET: zero the input memory, drop the output, clear the status
-                m.d.comb += [in_wr.addr.eq(ctr), in_wr.data.eq(0), in_wr.en.eq(1)]
+                m.d.comb += [in_wr.addr.eq(ctr), in_wr.data.eq(0), in_wr.en.eq(0b11)]
                 m.d.sync += ctr.eq(ctr + 1)
-                with m.If(ctr == self.input_bytes - 1):
+                with m.If(ctr == self.input_bytes // 2 - 1):
                     m.d.comb += cmd_done.eq(1)
                     m.d.sync += [output_size.eq(0),
                                  state.eq(Mux(loaded, State.READY, State.IDLE))]

@@ -40,7 +40,7 @@ def test_tiny_program_bound_by_hand():
     cfg = AcceleratorConfig.for_programs(prog, lanes=4)
     x = np.array([[[1, 0, 2, 3]], [[0, 0, 0, 1]]])
     got = accelerator_cycles(prog, x, cfg)
-    assert got["encode"] == 2 * T * 4            # two input bytes per element
+    assert got["encode"] == T * 4                # one read per input element
     # LINEAR: reads 1 group x 2 planes x T = 4, events 4 x 1 unit group, drain T x 1 group
     assert got["ops"][0] == max(4, 4) + T + PIPELINE_FILL
     assert got["total"] == got["encode"] + sum(got["ops"])

@@ -3,7 +3,8 @@
 A few structural parameter sets are built once per simulator; each runs many random cases in
 one simulation (weights, biases and sparsity from 0 % to 99 % drawn per case, weights loaded
 through the run-time `load` port), with random input gaps, output backpressure, explicit
-silent beats and out-of-range indices. At least 200 cases per simulator.
+silent beats and out-of-range indices. At least 200 cases per simulator; one build has the
+Accelerator's two accumulator banks.
 """
 
 import functools
@@ -26,6 +27,10 @@ CONFIGS = {
     "16x8-p8-t2-w8-b10": dict(n_in=16, n_out=8, lanes=8, timesteps=2, weight_width=8,
                               bias_width=10),
     "33x9-p3-t6-w6": dict(n_in=33, n_out=9, lanes=3, timesteps=6, weight_width=6),
+    # The Accelerator's engine: two accumulator banks used in turn (case k in bank k % 2),
+    # cleared by flags; a case's untouched groups must read as 0 in either bank.
+    "40x16-p4-t4-w8-b9-banks2": dict(n_in=40, n_out=16, lanes=4, timesteps=4, weight_width=8,
+                                     bias_width=9, acc_banks=2),
 }
 CASES_PER_CONFIG = 50
 
