@@ -24,6 +24,16 @@ every unit busy at one beat a cycle and no stall, from the golden interpreter's 
              written through one read and one write port: max(p0 + p1, p_dst).
 The RTL's per-op counters (host LAYERS space) and its total cycles are benched against these
 sums (target: measured <= 1.15 x ideal); the bound holds for any input (tested).
+
+A compact build (`cfg.compact`, rtl/compact.py) has one port per memory and one neuron a
+cycle; its bound (`compact_cycles`) counts, per op, the busiest of those ports:
+  ENCODE     an input element a cycle (16-bit input memory).
+  LINEAR     per token: the biases once (2 reads of the 16-bit program memory per int32 bias
+             of a row), a v0 LOAD pass (a LIF beat per neuron); per (token, t): the program
+             memory, one weight byte a cycle for every (event, unit) pair (an event: a live
+             (channel, plane) at t); the LIF, a beat per neuron; the activation memory, a
+             read per source word: the longest of the three.
+  READOUT    per (token, t): max(events x n_out weight reads, source words); the biases once.
 """
 
 from __future__ import annotations
@@ -57,12 +67,43 @@ def linear_events(values, kind, bits) -> np.ndarray:
     return planes.any(axis=1).sum(axis=(0, 2))
 
 
+def step_events(values, kind, bits) -> np.ndarray:
+    """Events of a compact build per (t, token) of a LINEAR / READOUT source [T, tokens,
+    channels]: the (channel, plane) bits that are set at that timestep."""
+    return _plane_bits(np.asarray(values), kind, bits).sum(axis=(0, 3))
+
+
+def compact_cycles(program: Program, bufs: dict, cfg: AcceleratorConfig) -> dict:
+    """`accelerator_cycles` of a compact build (module docs), from the interpreter's buffers
+    `bufs` (buffer id -> [T, tokens, channels])."""
+    T, A = program.timesteps, cfg.act_lanes
+    ib = program.buffers[program.input_buffer]
+    ops = []
+    for op in program.ops:
+        if op.op not in (Op.LINEAR, Op.READOUT):
+            raise ValueError(f"a compact build has no cycle model for {op.op.name}")
+        src, dst = program.buffers[op.src[0]], program.buffers[op.dst]
+        words = _ceil(src.channels, A) * buffer_planes(src.kind, src.bits)
+        events = step_events(bufs[op.src[0]], src.kind, src.bits)        # [T, tokens]
+        neurons = op.n_out * (op.repeat if op.op == Op.LINEAR else 1)
+        lif = neurons if op.op == Op.LINEAR else 0
+        per_step = np.maximum(np.maximum(events * op.n_out, lif), words)
+        bias_reads = 2 * neurons if op.bias_rows else 0
+        per_token = (bias_reads if op.bias_rows > 1 else 0) + (lif if op.v0 else 0)
+        ops.append(int(per_step.sum()) + src.tokens * per_token
+                   + (bias_reads if op.bias_rows == 1 else 0))
+    encode = T * ib.tokens * ib.channels
+    return {"encode": encode, "ops": ops, "total": encode + sum(ops)}
+
+
 def accelerator_cycles(program: Program, x, cfg: AcceleratorConfig) -> dict:
     """Ideal cycles of one inference of `program` on input `x` [T, tokens, channels] for the
     build `cfg`: {"encode": n, "ops": [n per op], "total": n}."""
     x = np.asarray(x)
     run = run_program(program, x[None])
     bufs = {k: v[0] for k, v in run.buffers.items()}
+    if cfg.compact:
+        return compact_cycles(program, bufs, cfg)
     T, P = program.timesteps, cfg.lanes
     ib = program.buffers[program.input_buffer]
     encode = T * ib.tokens * ib.channels

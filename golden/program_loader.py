@@ -32,6 +32,9 @@ from .compile import (HEADER, FLAG_BIAS, FLAG_RESET_ZERO, FLAG_SIGNED, NO_LEAK, 
                       SDSA_VARIANTS, BufKind, Op, Program, ProgramError)
 from .lif import RESET_MODES, signed_range
 
+COMPACT_ACT_LANES = 16     # channels per activation word of a compact build (a block-RAM word)
+COMPACT_MAX_PLANES = 15    # a plane p scales a weight by 2^p: a 16-bit signed multiplier input
+
 
 class Reason(enum.IntEnum):
     """Refusal codes of the loader (the RTL `reason` output; 0 = loaded)."""
@@ -74,6 +77,7 @@ class Reason(enum.IntEnum):
     UNWRITTEN = 36         # an op reads a buffer nothing wrote before it
     INT_WRITE = 37         # an op other than READOUT writes an INT buffer (or READOUT not INT)
     PLANES = 38            # a LINEAR / READOUT source with more bit planes than the engine shifts
+    OP_BUILD = 39          # an op this build does not execute (compact builds: no ADD)
 
 
 class LoadError(ProgramError):
@@ -119,6 +123,11 @@ class AcceleratorConfig:
     attn_max_block: int = 4
     attn_reset: str = "zero"
     engine_lanes: int | None = None  # the engine's accumulate width (None: lanes)
+    # The compact build (rtl/compact.py, docs/compact.md): one neuron a cycle, weights and
+    # biases read in place from the program image, LINEAR / READOUT / ENCODE only, for small
+    # FPGAs (the iCE40UP5K). Its activation words hold COMPACT_ACT_LANES channels.
+    compact: bool = False
+    max_input: int | None = None     # input elements per timestep (None: max_tokens·max_channels)
 
     def __post_init__(self):
         def need(name, ok, what):
@@ -152,6 +161,19 @@ class AcceleratorConfig:
         need("engine_lanes", lambda v: v is None or (pos(v) and v & (v - 1) == 0 and
                                                      v >= self.lanes),
              f"None or a power of two >= lanes={self.lanes}")
+        need("compact", lambda v: isinstance(v, bool), "a bool")
+        need("max_input", lambda v: v is None or (pos(v) and v < 1 << 24),
+             "None or a positive integer below 2^24")
+        if self.compact:
+            # what the compact datapath is built for (rtl/compact.py)
+            need("lanes", lambda v: v == 1, "1 in a compact build (one neuron a cycle)")
+            need("engine_lanes", lambda v: v is None, "None in a compact build")
+            need("attn_tokens", lambda v: v is None, "None in a compact build (no attention)")
+            need("weight_width", lambda v: v <= 8, "at most 8 in a compact build (int8 weights)")
+            need("max_planes", lambda v: v <= COMPACT_MAX_PLANES,
+                 f"at most {COMPACT_MAX_PLANES} in a compact build")
+            # the firmware keeps two words a buffer in its 240-word scratch memory
+            need("max_buffers", lambda v: v <= 64, "at most 64 in a compact build")
 
     @property
     def eng_lanes(self) -> int:
@@ -160,21 +182,44 @@ class AcceleratorConfig:
         return self.lanes if self.engine_lanes is None else self.engine_lanes
 
     @property
+    def act_lanes(self) -> int:
+        """Channels of one activation word: `lanes`, or COMPACT_ACT_LANES in a compact build."""
+        return COMPACT_ACT_LANES if self.compact else self.lanes
+
+    @property
+    def input_elements(self) -> int:
+        """Elements the input memory holds: T x the input buffer's tokens x channels."""
+        per_step = (self.max_tokens * self.max_channels if self.max_input is None
+                    else self.max_input)
+        return self.timesteps * per_step
+
+    @property
     def max_channels(self) -> int:
         """Widest buffer the build holds (inputs of a linear or outputs of one)."""
         return max(self.max_in, self.max_neurons, self.max_readout)
 
     @classmethod
     def for_programs(cls, *programs: Program, lanes: int = 4, pow2_depths: bool = True,
-                     **overrides) -> "AcceleratorConfig":
+                     compact: bool = False, **overrides) -> "AcceleratorConfig":
         """The smallest build that runs every given program (memory depths and table sizes
         rounded up to powers of two); `overrides` replace computed fields. With
         `pow2_depths=False` the memory depths (weight / bias / activation words, program
-        bytes) are the programs' exact needs: fewer block RAMs, no room for larger programs."""
+        bytes) are the programs' exact needs: fewer block RAMs, no room for larger programs.
+        `compact=True`: the compact build (one lane, the input memory sized to the largest
+        input buffer); its programs may hold LINEAR and READOUT ops only."""
         if not programs:
             raise ValueError("for_programs needs at least one Program")
         if not isinstance(pow2_depths, bool):
             raise ValueError(f"pow2_depths must be a bool, got {pow2_depths!r}")
+        if not isinstance(compact, bool):
+            raise ValueError(f"compact must be a bool, got {compact!r}")
+        if compact:
+            other = sorted({op.op.name for p in programs for op in p.ops
+                            if op.op not in (Op.LINEAR, Op.READOUT)})
+            if other:
+                raise ValueError(f"a compact build runs LINEAR and READOUT ops only; the "
+                                 f"programs hold {', '.join(other)}")
+            lanes = 1
         depth = _pow2 if pow2_depths else int
         Ts = {p.timesteps for p in programs}
         if len(Ts) != 1 and "timesteps" not in overrides:
@@ -226,6 +271,10 @@ class AcceleratorConfig:
             kw["attn_reset"] = one([op.lif.reset for _, op in att], "attention resets", "zero")
         else:
             kw["attn_tokens"], kw["attn_max_block"] = None, min(4, T)
+        if compact:
+            kw["compact"] = True
+            kw["max_input"] = max(p.buffers[p.input_buffer].tokens
+                                  * p.buffers[p.input_buffer].channels for p in programs)
         kw.update(overrides)
         # Memory depths from the layouts of this (possibly overridden) shape.
         probe = cls(**{**kw, "weight_words": 1 << 30, "bias_words": 1 << 30,
@@ -320,14 +369,14 @@ def _ceil(a, b):
 
 def buffer_words(buf, cfg: AcceleratorConfig) -> int:
     """Activation words of one buffer (a compile.Buffer or BufferEntry)."""
-    return buf.tokens * _ceil(buf.channels, cfg.lanes) * buffer_planes(buf.kind, buf.bits)
+    return buf.tokens * _ceil(buf.channels, cfg.act_lanes) * buffer_planes(buf.kind, buf.bits)
 
 
 def pack_activation(values, entry: BufferEntry, cfg: AcceleratorConfig) -> list:
     """[T, tokens, channels] values of a buffer -> its activation words (from `entry.base`,
     relative addresses 0..), each an int of lanes·T bits."""
     x = np.asarray(values, dtype=np.int64)
-    T, P = cfg.timesteps, cfg.lanes
+    T, P = cfg.timesteps, cfg.act_lanes
     if x.shape != (T, entry.tokens, entry.channels):
         raise ValueError(f"values must be [{T}, {entry.tokens}, {entry.channels}], got {x.shape}")
     kind = BufKind(entry.kind)
@@ -353,7 +402,7 @@ def pack_activation(values, entry: BufferEntry, cfg: AcceleratorConfig) -> list:
 
 def unpack_activation(words, entry: BufferEntry, cfg: AcceleratorConfig) -> np.ndarray:
     """Inverse of `pack_activation`: relative activation words -> [T, tokens, channels]."""
-    T, P = cfg.timesteps, cfg.lanes
+    T, P = cfg.timesteps, cfg.act_lanes
     kind = BufKind(entry.kind)
     out = np.zeros((T, entry.tokens, entry.cgroups * P), dtype=np.int64)
     for n in range(entry.tokens):
@@ -470,6 +519,11 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
         if b.kind == BufKind.INT and not 2 <= b.bits <= 32:
             fail(Reason.BUFFER_SIZE, f"buffer {i}: INT bits {b.bits} outside [2, 32] (the "
                                      "output memory holds 32-bit sums)")
+        if i == prog.input_buffer and cfg.max_input is not None and \
+                b.tokens * b.channels > cfg.max_input:
+            fail(Reason.BUFFER_SIZE, f"input buffer {i}: {b.tokens} tokens x {b.channels} "
+                                     f"channels exceeds the build's input memory "
+                                     f"({cfg.max_input} elements a timestep)")
     awords = sum(buffer_words(b, cfg) for b in prog.buffers)
     if awords > cfg.act_words:
         fail(Reason.ACT_MEMORY, f"buffers need {awords} activation words, this accelerator "
@@ -527,6 +581,11 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
             lo, hi = signed_range(cfg.bias_width)
             if bias is not None and bias.size and (bias.min() < lo or bias.max() > hi):
                 fail(Reason.BIAS_RANGE, f"{where}: biases outside signed {cfg.bias_width} bits")
+            if cfg.compact:        # weights and biases are read in place from the image
+                if op.op == Op.READOUT:
+                    readouts.append(i)
+                written.add(op.dst)
+                continue
             wwords += op.n_in * _ceil(op.n_out, cfg.eng_lanes)
             if wwords > cfg.weight_words:
                 fail(Reason.WEIGHT_MEMORY, f"{where}: weights need {wwords} words, the build "
@@ -537,6 +596,8 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
                                          f"has {cfg.bias_words}")
             if op.op == Op.READOUT:
                 readouts.append(i)
+        elif op.op == Op.ADD and cfg.compact:
+            fail(Reason.OP_BUILD, f"{where}: a compact build runs LINEAR and READOUT only")
         elif op.op == Op.ATTENTION:
             lif = op.lif
             if cfg.attn_tokens is None:
@@ -590,7 +651,7 @@ def program_loader(image: bytes, cfg: AcceleratorConfig) -> LoadedProgram:
     """LOAD: check `image` for this build and decode it (raises LoadError, a ProgramError)."""
     prog = parse_image(image, cfg)
     check_capability(prog, cfg)
-    P = cfg.lanes
+    P = cfg.act_lanes
     buffers, base = [], 0
     for b in prog.buffers:
         planes = buffer_planes(b.kind, b.bits)

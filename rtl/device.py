@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.program_loader import AcceleratorConfig
 from .accelerator import Accelerator
+from .compact import CompactAccelerator
 from .host_link import HostLink
 
 # lanes: activation / LIF lanes; engine_lanes: the engine's accumulate width (an event adds
@@ -24,10 +25,14 @@ from .host_link import HostLink
 # and the PINN's small one.
 DIGITS_BUILD = {"lanes": 16, "engine_lanes": 32}
 PINN_BUILD = {"lanes": 4}
+# the compact build (rtl/compact.py): one neuron a cycle, for the iCE40UP5K
+COMPACT_BUILD = {"compact": True}
 
 
 def build_label(build: dict) -> str:
-    """'16 lanes, 32-lane engine' for a build dict as above."""
+    """'16 lanes, 32-lane engine' (or 'compact') for a build dict as above."""
+    if build.get("compact"):
+        return "compact"
     engine = build.get("engine_lanes")
     return f"{build['lanes']} lanes" + (f", {engine}-lane engine" if engine else "")
 
@@ -45,7 +50,7 @@ class Device(wiring.Component):
     def __init__(self, *, divisor, **config):
         self.cfg = AcceleratorConfig(**config)
         self.divisor = divisor
-        self.accel = Accelerator(self.cfg)
+        self.accel = (CompactAccelerator if self.cfg.compact else Accelerator)(self.cfg)
         self.link = HostLink(divisor=divisor, addr_width=self.accel.addr_width)
         super().__init__()
 
