@@ -28,6 +28,9 @@ MAX_BAUD_ERROR = 0.02  # 8N1 tolerates a few percent between the two ends
 # digits build (b0112e1) was placed with, 85.09 MHz; nextpnr's default seed gave 77.09 and
 # seed 3 76.72 on the same netlist (docs/boards.md): placement moves Fmax by ~8 MHz here.
 PLACEMENT_SEED = 2
+# The compact build's clock on iCE40 (its one-stage LIF update limits it to ~21 MHz on a
+# UP5K, docs/compact.md): the PINN on an iCEBreaker is bound by the 115200-baud link anyway.
+COMPACT_ICE40_MHZ = 18
 # Yosys 0.70's synth_ecp5 (synth_lattice) always maps LUTs with abc9, which dies on this
 # design in ABC_OPS_REINTEGRATE ("Assert `GetSize(conn.first) == GetSize(conn.second)'
 # failed", kernel/rtlil.cc:3091; with or without LUT RAMs). Stop synth_ecp5 before its
@@ -90,9 +93,11 @@ def accelerator_programs(models):
     return [prepare_model(name, 1).program for name in models]
 
 
-def accelerator_report_name(board, lanes=4, engine_lanes=None) -> str:
+def accelerator_report_name(board, lanes=4, engine_lanes=None, compact=False) -> str:
     """`accelerator-<board>`, with `-l<lanes>` when lanes != 4 and `-e<engine_lanes>` when
-    set: the report is build/reports/synth-<name>.json."""
+    set (`-compact` for the compact build): the report is build/reports/synth-<name>.json."""
+    if compact:
+        return f"accelerator-{board}-compact"
     return (f"accelerator-{board}" + (f"-l{lanes}" if lanes != 4 else "")
             + (f"-e{engine_lanes}" if engine_lanes else ""))
 
@@ -113,18 +118,26 @@ def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=
     if spec.family not in ("ice40", "ecp5"):
         raise ValueError(f"the accelerator top needs an iCE40 or ECP5 PLL; {board!r} is "
                          f"{spec.family}")
-    target = target_mhz or spec.default_target_mhz
+    compact = bool(overrides.get("compact"))
+    target = target_mhz or (COMPACT_ICE40_MHZ if compact and spec.family == "ice40"
+                            else spec.default_target_mhz)
     models = tuple(models) if not isinstance(models, str) else models
     programs = accelerator_programs(models)
     params = device_params(*programs, divisor=divisor_for(target * 1e6, BAUD), lanes=lanes,
                            **overrides)
     top = AcceleratorBoardTop(params, pll=(spec.osc_mhz, target))
     report_name = report_name or accelerator_report_name(board, lanes,
-                                                         overrides.get("engine_lanes"))
+                                                         overrides.get("engine_lanes"), compact)
     cfg = {k: v for k, v in params.items() if k != "divisor"}
-    progress(f"{board}: accelerator for {', '.join(models)} ({lanes} lanes): "
+    progress(f"{board}: accelerator for {', '.join(models)} "
+             f"({'compact' if compact else f'{lanes} lanes'}): "
              + ", ".join(f"{k}={v}" for k, v in cfg.items()))
     build_opts = dict(ECP5_ABC_FLOW) if spec.family == "ecp5" else {}
+    if compact:
+        from ..rtl.compact import collision_free_script
+        build_opts["script_after_read"] = collision_free_script()
+        if spec.family == "ice40":
+            build_opts["synth_opts"] = "-dsp"   # the micro-engine's and the walk's multipliers
     if synth_opts:
         build_opts["synth_opts"] = f"{build_opts.get('synth_opts', '')} {synth_opts}".strip()
     if seed is not None:

@@ -76,7 +76,8 @@ class Reason(enum.IntEnum):
     INT_READ = 35          # an op reads an INT buffer
     UNWRITTEN = 36         # an op reads a buffer nothing wrote before it
     INT_WRITE = 37         # an op other than READOUT writes an INT buffer (or READOUT not INT)
-    PLANES = 38            # a LINEAR / READOUT source with more bit planes than the engine shifts
+    PLANES = 38            # a LINEAR / READOUT source with more bit planes than the engine
+                           # shifts (compact: more channel-planes than its event list holds)
     OP_BUILD = 39          # an op this build does not execute (compact builds: no ADD)
 
 
@@ -128,6 +129,7 @@ class AcceleratorConfig:
     # FPGAs (the iCE40UP5K). Its activation words hold COMPACT_ACT_LANES channels.
     compact: bool = False
     max_input: int | None = None     # input elements per timestep (None: max_tokens·max_channels)
+    max_events: int | None = None    # compact: the event list, channels x planes of a source
 
     def __post_init__(self):
         def need(name, ok, what):
@@ -164,6 +166,8 @@ class AcceleratorConfig:
         need("compact", lambda v: isinstance(v, bool), "a bool")
         need("max_input", lambda v: v is None or (pos(v) and v < 1 << 24),
              "None or a positive integer below 2^24")
+        need("max_events", lambda v: v is None or (pos(v) and v < 1 << 16),
+             "None or a positive integer below 65536")
         if self.compact:
             # what the compact datapath is built for (rtl/compact.py)
             need("lanes", lambda v: v == 1, "1 in a compact build (one neuron a cycle)")
@@ -185,6 +189,11 @@ class AcceleratorConfig:
     def act_lanes(self) -> int:
         """Channels of one activation word: `lanes`, or COMPACT_ACT_LANES in a compact build."""
         return COMPACT_ACT_LANES if self.compact else self.lanes
+
+    @property
+    def events(self) -> int:
+        """Entries of a compact build's event list: the (channel, plane) pairs of one step."""
+        return self.max_in * self.max_planes if self.max_events is None else self.max_events
 
     @property
     def input_elements(self) -> int:
@@ -214,6 +223,7 @@ class AcceleratorConfig:
         if not isinstance(compact, bool):
             raise ValueError(f"compact must be a bool, got {compact!r}")
         if compact:
+            pow2_depths = False      # a compact build is sized to its programs exactly
             other = sorted({op.op.name for p in programs for op in p.ops
                             if op.op not in (Op.LINEAR, Op.READOUT)})
             if other:
@@ -275,6 +285,10 @@ class AcceleratorConfig:
             kw["compact"] = True
             kw["max_input"] = max(p.buffers[p.input_buffer].tokens
                                   * p.buffers[p.input_buffer].channels for p in programs)
+            kw["max_events"] = max([1] + [p.buffers[op.src[0]].channels
+                                          * buffer_planes(p.buffers[op.src[0]].kind,
+                                                          p.buffers[op.src[0]].bits)
+                                          for p, op in mat])
         kw.update(overrides)
         # Memory depths from the layouts of this (possibly overridden) shape.
         probe = cls(**{**kw, "weight_words": 1 << 30, "bias_words": 1 << 30,
@@ -552,6 +566,11 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
             if buffer_planes(sb.kind, sb.bits) > cfg.max_planes:
                 fail(Reason.PLANES, f"{where}: its source has {buffer_planes(sb.kind, sb.bits)} "
                                     f"bit planes, the build's engine takes {cfg.max_planes}")
+            if cfg.max_events is not None and \
+                    sb.channels * buffer_planes(sb.kind, sb.bits) > cfg.max_events:
+                fail(Reason.PLANES, f"{where}: its source has {sb.channels} channels x "
+                                    f"{buffer_planes(sb.kind, sb.bits)} planes, the build's "
+                                    f"event list holds {cfg.max_events}")
             if op.op == Op.LINEAR:
                 if lif.width != cfg.width or lif.reset != cfg.reset or \
                         lif.signed_spikes != cfg.signed_spikes:

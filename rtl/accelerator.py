@@ -44,7 +44,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from ..golden.compile import BufKind, Op
 from ..golden.host_link import Cmd, Error, Space, State
 from .attention_core import AttentionCore, AttnOrder, OutKind
-from .host_link import device_signature
+from .host_link import REGISTERS, device_signature
 from .lif_array import LIFArray, LIFOp
 from .program_loader import ProgramLoader, buffer_entry_layout, op_entry_layout
 from .synapse_engine import LoadTarget, SynapseEngine
@@ -154,12 +154,18 @@ class Accelerator(wiring.Component):
         events, skipped = Signal(32), Signal(32)
         m.d.comb += [dev.program_size.eq(cfg.program_bytes), dev.input_size.eq(input_size),
                      dev.output_size.eq(output_size), dev.layers_size.eq(layers_size),
-                     dev.state.eq(state),
-                     dev.inferences.eq(inferences), dev.ops_total.eq(ops_total),
-                     dev.sats_total.eq(sats_total), dev.perf_cycles.eq(cycles),
-                     dev.perf_events.eq(events), dev.perf_skipped.eq(skipped),
-                     dev.run_ops.eq(header.n_ops), dev.run_sats.eq(run_sats),
-                     dev.load_info.eq(header.info)]
+                     dev.state.eq(state)]
+        # the register map (host_link.REGISTERS): the byte at reg_addr, registered
+        registers = {"inferences": inferences, "ops_total": ops_total,
+                     "sats_total": sats_total, "perf_cycles": cycles, "perf_events": events,
+                     "perf_skipped": skipped, "run_ops": header.n_ops, "run_sats": run_sats,
+                     "load_info": header.info}
+        fields = []
+        for name, n in REGISTERS:
+            field = Signal(8 * n, name=f"reg_{name}")    # zero-extended to its bytes
+            m.d.comb += field.eq(registers[name])
+            fields.append(field)
+        m.d.sync += dev.reg_data.eq(Cat(*fields).word_select(dev.reg_addr, 8))
         space = dev.mem_space
         m.d.comb += [
             prog_wr.addr.eq(dev.mem_addr), prog_wr.data.eq(dev.mem_wdata),

@@ -43,6 +43,24 @@ from .lif_array import LIFArray, LIFOp
 from .microcode import MicroEngine
 
 A = COMPACT_ACT_LANES
+# Memories whose ports never read and write one address in the same cycle (every reader and
+# writer of one works in its own phase or on another buffer / bank), so what a read returns
+# on such a collision does not matter. Amaranth's read ports promise the old data; iCE40
+# block RAMs leave the collision undefined, so Yosys would emulate it with a register and a
+# comparator per data bit. `no_rw_check` says so for Verilog flows; for Amaranth's netlists the
+# board flow marks these memories' read ports collision-undefined (`collision_free_script`).
+NO_RW = {"no_rw_check": 1}
+COLLISION_FREE = ("act", "events", "bias", "sums", "in_mem", "out_mem", "hostregs", "rf",
+                  "membranes", "frame_buf")   # frame_buf: the host link's (filled, then read)
+HOST_WORDS = 11         # the register map in 32-bit words (load_info: words 8..10)
+LAYERS_AT = 32          # LAYERS: op k's cycles at half-words LAYERS_AT + 2k, + 1
+
+
+def collision_free_script(names=COLLISION_FREE) -> str:
+    """Yosys commands (after reading the design) marking the read ports of the memories
+    `names` as undefined on a read-write collision (each has one write port)."""
+    return "; ".join(f"setparam -set COLLISION_X_MASK 1 t:$memrd_v2 r:MEMID=\\\\{name} %i"
+                     for name in names)
 MAX_LEFT_SHIFT = 7      # acc_shift range the walk supports: [-31, 7] (as the Accelerator)
 SPRAM_WORDS = 16384     # one iCE40 SB_SPRAM256KA: 16K x 16 bits
 
@@ -55,7 +73,7 @@ class PortIn(enum.IntEnum):
     STATUS = 3          # Status bits
     SCAN_COUNT = 4      # events of the last finished scan
     SATS = 5            # LIF saturations since LIF_CLEAR
-    OP_CYCLES = 6
+    CYCLES = 6          # the run's cycles so far
     SUM_LO = 7          # readout sum at SUM_ADDR: bits 0..31
     SUM_HI = 8          # ... bits 32.. (sign-extended)
     CODE = 9            # the code of the failing check (the engine's `code`)
@@ -69,14 +87,7 @@ class PortOut(enum.IntEnum):
     INPUT_SIZE = 3
     OUTPUT_SIZE = 4
     LAYERS_SIZE = 5
-    INFO0 = 6           # .. INFO0 + 4: the LOAD reply's five u16
-    INFERENCES = 11
-    OPS_TOTAL = 12
-    SATS_TOTAL = 13
-    PERF_EVENTS = 14
-    PERF_SKIPPED = 15
-    RUN_OPS = 16
-    RUN_SATS = 17
+    REG0 = 6            # .. REG0 + 10: word k of the register map (host_link.REGISTERS)
     REASON = 18         # the loader's reason code (a port for tests)
     RUN = 19            # 1: a run starts (cycle counter cleared, counting, abort enabled); 0: ends
     OP_START = 20       # op cycle counter cleared
@@ -94,7 +105,7 @@ class PortOut(enum.IntEnum):
     W_UNITS = 32        # n_out | repeat << 16
     W_MODE = 33         # WalkMode bits
     W_SHIFT = 34        # acc_shift (signed)
-    W_PERIOD = 35       # cycles a unit takes at least: max(|shift| + 1, repeat)
+    W_PERIOD = 35       # cycles a unit takes at least: max(|shift|, repeat) + 1
     W_MASK = 36         # current range: x fits when x & mask is 0 or mask
     COL_ADDR = 37       # activation address of the collector's first word
     W_GO = 38           # value: bank (the walk of one (token, t))
@@ -170,7 +181,7 @@ class ProgramMemory(wiring.Component):
             m.d.comb += self.rdata.eq(Mux(sel < banks, Cat(*outs).word_select(sel, 16), 0)
                                       if banks > 1 else outs[0])
         else:
-            m.submodules.mem = mem = Memory(shape=16, depth=self.words, init=[])
+            m.submodules.mem = mem = Memory(shape=16, depth=self.words, init=[], attrs=NO_RW)
             rd, wr = mem.read_port(), mem.write_port(granularity=8)
             m.d.comb += [rd.addr.eq(self.addr), rd.en.eq(self.re), self.rdata.eq(rd.data),
                          wr.addr.eq(self.addr), wr.data.eq(self.wdata),
@@ -207,11 +218,11 @@ class CompactAccelerator(wiring.Component):
                                   addr_width=max(1, ceil_log2(cfg.program_bytes + 1)))
         self.lif = LIFArray(n=cfg.max_neurons, lanes=1, width=cfg.width,
                             current_width=cfg.current_width, theta=1, reset=cfg.reset,
-                            signed_spikes=cfg.signed_spikes)
+                            signed_spikes=cfg.signed_spikes, compact=True)
         self.act_depth = cfg.act_words * T
-        self.ev_depth = 1 << ceil_log2(max(2, cfg.max_in * cfg.max_planes))
+        self.ev_depth = 1 << ceil_log2(max(2, cfg.events))
         # the activation memory (a handle for tests: `act_mem.data[k]` in a testbench)
-        self.act_mem = Memory(shape=A, depth=self.act_depth, init=[])
+        self.act_mem = Memory(shape=A, depth=self.act_depth, init=[], attrs=NO_RW)
         super().__init__({
             "dev": In(device_signature(self.addr_width)),
             "abort": In(1),
@@ -230,27 +241,31 @@ class CompactAccelerator(wiring.Component):
 
         # ------------------------------------------------------------------ memories
         m.submodules.pm = pm = ProgramMemory(self.program_words)
-        m.submodules.in_mem = in_mem = Memory(shape=16, depth=cfg.input_elements, init=[])
-        m.submodules.out_mem = out_mem = Memory(shape=8, depth=self.output_bytes, init=[])
-        m.submodules.layers = layers = Memory(shape=32, depth=cfg.max_ops, init=[])
+        m.submodules.in_mem = in_mem = Memory(attrs=NO_RW, shape=16, depth=cfg.input_elements, init=[])
+        m.submodules.out_mem = out_mem = Memory(attrs=NO_RW, shape=8, depth=self.output_bytes, init=[])
+        # The register map the host link replies from and the LAYERS counts, as 16-bit
+        # halves in one block RAM (256 deep: a memory of a few words would be flip-flops).
+        # Register word k: halves 2k, 2k + 1; op k's cycles: LAYERS_AT + 2k, + 1.
+        m.submodules.hostregs = hostregs = Memory(
+            attrs=NO_RW, shape=16, depth=max(256, LAYERS_AT + 2 * cfg.max_ops), init=[])
         m.submodules.act = act = self.act_mem
         ev_ch = max(1, ceil_log2(cfg.max_in))
         ev_layout = data.StructLayout({"ch": ev_ch, "plane": 4})
-        m.submodules.events = ev_mem = Memory(shape=ev_layout, depth=2 * self.ev_depth,
+        m.submodules.events = ev_mem = Memory(attrs=NO_RW, shape=ev_layout, depth=2 * self.ev_depth,
                                               init=[])
-        m.submodules.bias = bias_mem = Memory(shape=signed(cfg.bias_width),
+        m.submodules.bias = bias_mem = Memory(attrs=NO_RW, shape=signed(cfg.bias_width),
                                               depth=cfg.max_neurons, init=[])
-        m.submodules.sums = sum_mem = Memory(shape=signed(W["total"]), depth=cfg.max_readout,
+        m.submodules.sums = sum_mem = Memory(attrs=NO_RW, shape=signed(W["total"]), depth=cfg.max_readout,
                                              init=[])
         in_rd, in_wr = in_mem.read_port(), in_mem.write_port(granularity=8)
         out_rd, out_wr = out_mem.read_port(), out_mem.write_port()
-        layers_rd, layers_wr = layers.read_port(), layers.write_port()
+        regs_rd, regs_wr = hostregs.read_port(), hostregs.write_port()
         act_rd, act_wr = act.read_port(), act.write_port()
         ev_rd, ev_wr = ev_mem.read_port(), ev_mem.write_port()
         bias_rd, bias_wr = bias_mem.read_port(), bias_mem.write_port()
         sum_rd, sum_wr = sum_mem.read_port(), sum_mem.write_port()
         for port in (in_rd, act_rd, ev_rd, bias_rd, sum_rd):
-            m.d.comb += port.en.eq(0)
+            m.d.comb += port.en.eq(0)      # enabled where they read: they hold otherwise
 
         # ------------------------------------------------------------- IO registers
         io_we, io_addr, io_wdata = eng.io_we, eng.io_addr, eng.io_wdata
@@ -281,15 +296,6 @@ class CompactAccelerator(wiring.Component):
                      dev.input_size.eq(reg(PortOut.INPUT_SIZE, size)),
                      dev.output_size.eq(reg(PortOut.OUTPUT_SIZE, size)),
                      dev.layers_size.eq(reg(PortOut.LAYERS_SIZE, size)),
-                     dev.load_info.eq(Cat(*(reg(PortOut.INFO0 + k, 16, f"info{k}")
-                                            for k in range(5)))),
-                     dev.inferences.eq(reg(PortOut.INFERENCES, 32)),
-                     dev.ops_total.eq(reg(PortOut.OPS_TOTAL, 32)),
-                     dev.sats_total.eq(reg(PortOut.SATS_TOTAL, 32)),
-                     dev.perf_events.eq(reg(PortOut.PERF_EVENTS, 32)),
-                     dev.perf_skipped.eq(reg(PortOut.PERF_SKIPPED, 32)),
-                     dev.run_ops.eq(reg(PortOut.RUN_OPS, 32)),
-                     dev.run_sats.eq(reg(PortOut.RUN_SATS, 32)),
                      self.reason.eq(reg(PortOut.REASON, 8))]
         ran = reg(PortOut.RAN, 1)
 
@@ -314,11 +320,23 @@ class CompactAccelerator(wiring.Component):
             m.d.sync += op_cycles.eq(0)
         with m.Elif(running):
             m.d.sync += op_cycles.eq(op_cycles + 1)
-        m.d.comb += [dev.perf_cycles.eq(cycles),
-                     eng.trap.eq(running & (self.abort | dev.abort)),
+        m.d.comb += [eng.trap.eq(running & (self.abort | dev.abort)),
                      soft_reset.eq(strobe(PortOut.SOFT_RESET))]
-        m.d.comb += [layers_wr.addr.eq(io_wdata), layers_wr.data.eq(op_cycles),
-                     layers_wr.en.eq(strobe(PortOut.LAYERS_WR))]
+        # A register word (OUT REG0 + k) or an op's cycles (OUT LAYERS_WR, value: the op) is
+        # written as its low half, then the next cycle its high half.
+        reg_out = io_we & (io_addr >= PortOut.REG0) & (io_addr < PortOut.REG0 + HOST_WORDS)
+        half_hi, half_addr, half_data = Signal(), Signal(8), Signal(16)
+        m.d.sync += half_hi.eq(reg_out | strobe(PortOut.LAYERS_WR))
+        with m.If(reg_out | strobe(PortOut.LAYERS_WR)):
+            low_addr = Mux(reg_out, (io_addr - PortOut.REG0) << 1,
+                           LAYERS_AT + (io_wdata[:7] << 1))
+            value = Mux(reg_out, io_wdata, op_cycles)
+            m.d.comb += [regs_wr.addr.eq(low_addr), regs_wr.data.eq(value[:16]),
+                         regs_wr.en.eq(1)]
+            m.d.sync += [half_addr.eq(low_addr + 1), half_data.eq(value[16:])]
+        with m.Elif(half_hi):
+            m.d.comb += [regs_wr.addr.eq(half_addr), regs_wr.data.eq(half_data),
+                         regs_wr.en.eq(1)]
 
         # -------------------------------------------- program memory: one port, four users
         # (never two at once: the host between commands, the engine's loads, CRC, walk)
@@ -364,7 +382,14 @@ class CompactAccelerator(wiring.Component):
             m.d.sync += out_addr.eq(out_addr + 1)
         m.d.comb += [out_wr.addr.eq(out_addr), out_wr.data.eq(io_wdata),
                      out_wr.en.eq(strobe(PortOut.OUT_BYTE)),
-                     out_rd.addr.eq(dev.mem_addr), layers_rd.addr.eq(dev.mem_addr >> 2)]
+                     out_rd.addr.eq(dev.mem_addr)]
+        # the host registers' read port: the register byte at reg_addr (its half-word, the
+        # byte chosen a cycle later), or a LAYERS byte on a host read
+        reg_byte = Signal()
+        m.d.sync += reg_byte.eq(dev.reg_addr[0])
+        m.d.comb += [regs_rd.addr.eq(Mux(dev.mem_re, LAYERS_AT + (dev.mem_addr >> 1),
+                                         dev.reg_addr >> 1)),
+                     dev.reg_data.eq(regs_rd.data.word_select(reg_byte, 8))]
         read_pending, read_space, read_byte = Signal(), Signal(2), Signal(2)
         m.d.sync += [read_pending.eq(dev.mem_re), dev.mem_rvalid.eq(read_pending)]
         with m.If(dev.mem_re):
@@ -380,7 +405,7 @@ class CompactAccelerator(wiring.Component):
                     m.d.sync += dev.mem_rdata.eq(out_rd.data)
                 with m.Case(Space.LAYERS):    # little-endian u32 per op, 0 before a RUN
                     m.d.sync += dev.mem_rdata.eq(
-                        Mux(ran, layers_rd.data.word_select(read_byte, 8), 0))
+                        Mux(ran, regs_rd.data.word_select(read_byte[0], 8), 0))
 
         # ---------------------------------------------------------------------- CRC-32
         # zlib's CRC of `size` bytes, the header's CRC field (bytes 20..23) counted as 0:
@@ -536,13 +561,13 @@ class CompactAccelerator(wiring.Component):
         right = w_shift < 0
         b_left = Signal(9)                       # B: beats of the unit left
         walk_error = Signal()
-        # S hands its value to B once shifted, B taking it on (or after) its last beat
-        take = s_full & (sh_left == 0) & (b_left <= 1)
+        # S hands its value to B once shifted and B is free
+        take = s_full & (sh_left == 0) & (b_left == 0)
         with m.If(a_valid & a_last):
             m.d.sync += [sh_val.eq(acc_next), s_full.eq(1),
                          sh_left.eq(Mux(mode["readout"], 0,
                                         Mux(right, -w_shift, w_shift)))]
-            with m.If(s_full & ~take):           # not with a W_PERIOD >= max(|s| + 1, repeat)
+            with m.If(s_full & ~take):           # not with W_PERIOD >= max(|s|, repeat) + 1
                 m.d.sync += walk_error.eq(1)
         with m.Elif(s_full & (sh_left != 0)):
             m.d.sync += [sh_val.eq(Mux(right, sh_val >> 1, sh_val << 1)),
@@ -557,14 +582,15 @@ class CompactAccelerator(wiring.Component):
                 m.d.sync += s_full.eq(0)
         with m.Elif(b_issue):
             m.d.sync += b_left.eq(b_left - 1)
-        b1_valid, b1_n, b1_cur = Signal(), Signal.like(b_n), Signal.like(b_cur)
+        # (b_cur holds while B1 uses it: B takes a new value only after its last beat)
+        b1_valid, b1_n = Signal(), Signal.like(b_n)
         with m.If(b_issue):
             m.d.sync += b_n.eq(b_n + 1)
             m.d.comb += [bias_rd.addr.eq(b_n), bias_rd.en.eq(1),
                          sum_rd.addr.eq(b_n), sum_rd.en.eq(1)]
-        m.d.sync += [b1_valid.eq(b_issue), b1_n.eq(b_n), b1_cur.eq(b_cur)]
+        m.d.sync += [b1_valid.eq(b_issue), b1_n.eq(b_n)]
         x = Signal(signed(W["x"]))
-        m.d.comb += x.eq(b1_cur + Mux(mode["bias"], bias_rd.data, 0))
+        m.d.comb += x.eq(b_cur + Mux(mode["bias"], bias_rd.data, 0))
         b2_valid, b2_n = Signal(), Signal.like(b_n)
         b2_x = Signal(signed(W["x"]))
         m.d.sync += [b2_valid.eq(b1_valid), b2_n.eq(b1_n), b2_x.eq(x)]
@@ -693,7 +719,7 @@ class CompactAccelerator(wiring.Component):
                          two.eq(0)]
         with m.Else():
             m.d.comb += [bit_valid.eq(lif_bit), bit_pos.eq(spike == 1),
-                         bit_neg.eq(spike.as_signed() == -1) if cfg.signed_spikes else 0,
+                         bit_neg.eq((spike.as_signed() == -1) if cfg.signed_spikes else 0),
                          bit_end.eq((lif_index[:ceil_log2(A)] == A - 1) |
                                     (lif_index == w_neurons - 1)),
                          two.eq(mode["spikes2"])]
@@ -719,8 +745,8 @@ class CompactAccelerator(wiring.Component):
                 m.d.comb += io_rdata.eq(scan_count)
             with m.Case(PortIn.SATS):
                 m.d.comb += io_rdata.eq(lif.sat_count)
-            with m.Case(PortIn.OP_CYCLES):
-                m.d.comb += io_rdata.eq(op_cycles)
+            with m.Case(PortIn.CYCLES):
+                m.d.comb += io_rdata.eq(cycles)
             with m.Case(PortIn.SUM_LO):
                 m.d.comb += io_rdata.eq(total[:32])
             with m.Case(PortIn.SUM_HI):

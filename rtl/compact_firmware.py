@@ -23,6 +23,12 @@ from ..golden.host_link import Cmd, Error, State
 from ..golden.lif import signed_range
 from ..golden.program_loader import COMPACT_ACT_LANES, AcceleratorConfig, Reason
 from .compact import MAX_LEFT_SHIFT, PortIn, PortOut, Status, WalkMode
+from .host_link import REG_OFFSET
+
+
+def REG(name, word=0):
+    """The OUT port of register-map word `word` of register `name` (host_link.REGISTERS)."""
+    return PortOut.REG0 + REG_OFFSET[name] // 4 + word
 from .microcode import Assembler, R
 
 OP_BYTES, BUF_BYTES = 48, 8
@@ -602,6 +608,9 @@ def _capability_op(fw):
     a.ldb(3, 13, 2)
     _buffer_planes(fw, 4, 3)
     fw.chk_le_const(4, cfg.max_planes, Reason.PLANES)
+    fw.buf_field(3, 3, 2)                                # channels x planes <= the events
+    a.mul(4, 4, R(3))
+    fw.chk_le_const(4, cfg.events, Reason.PLANES)
     a.li(6, 1)                                           # r6 = repeat (READOUT 1)
     readout = fw.uniq("cap_readout")
     a.xor(12, 1, int(Op.READOUT))
@@ -694,22 +703,25 @@ def _bias_range(fw):
 def _loaded(fw):
     """A LOAD passed: the LOAD reply, sizes, READY."""
     a, cfg = fw.a, fw.cfg
+    # the LOAD reply: T, input tokens, channels, output tokens, channels (u16 each)
     a.ldb(1, 0, 12)                                      # input buffer
     a.ldh(2, 0, 6)
-    a.out(PortOut.INFO0, 2)
     fw.buf_field(3, 1, 0)
-    a.out(PortOut.INFO0 + 1, 3)
+    a.shl(5, 3, 16)
+    a.or_(5, 5, R(2))
+    a.out(REG("load_info"), 5)                           # T | tokens << 16
     fw.buf_field(4, 1, 2)
-    a.out(PortOut.INFO0 + 2, 4)
     a.mul(3, 3, R(4))
     a.mul(3, 3, R(2))
     a.add(3, 3, R(3))
     a.out(PortOut.INPUT_SIZE, 3)                         # 2·T·tokens·channels
     a.ldb(1, 0, 13)
     fw.buf_field(3, 1, 0)
-    a.out(PortOut.INFO0 + 3, 3)
+    a.shl(3, 3, 16)
+    a.or_(3, 3, R(4))
+    a.out(REG("load_info", 1), 3)                        # channels | output tokens << 16
     fw.buf_field(3, 1, 2)
-    a.out(PortOut.INFO0 + 4, 3)
+    a.out(REG("load_info", 2), 3)                        # output channels
     fw.lds(1, SC_NO)
     a.shl(1, 1, 2)
     a.out(PortOut.LAYERS_SIZE, 1)
@@ -750,26 +762,28 @@ def _run(fw):
     _each_op(fw, _run_op)
     # finish: counters, output size, DONE
     a.out(PortOut.RUN, 0)
+    a.inp(1, PortIn.CYCLES)
+    a.out(REG("perf_cycles"), 1)
     a.inp(1, PortIn.SATS)
-    a.out(PortOut.RUN_SATS, 1)
+    a.out(REG("run_sats"), 1)
     fw.lds(2, SC_SATS)
     a.add(2, 2, R(1))
     fw.sts(2, SC_SATS)
-    a.out(PortOut.SATS_TOTAL, 2)
+    a.out(REG("sats_total"), 2)
     fw.lds(2, SC_INF)
     a.add(2, 2, 1)
     fw.sts(2, SC_INF)
-    a.out(PortOut.INFERENCES, 2)
+    a.out(REG("inferences"), 2)
     fw.lds(1, SC_NO)
-    a.out(PortOut.RUN_OPS, 1)
+    a.out(REG("run_ops"), 1)
     fw.lds(2, SC_OPS)
     a.add(2, 2, R(1))
     fw.sts(2, SC_OPS)
-    a.out(PortOut.OPS_TOTAL, 2)
+    a.out(REG("ops_total"), 2)
     fw.lds(1, SC_EVENTS)
-    a.out(PortOut.PERF_EVENTS, 1)
+    a.out(REG("perf_events"), 1)
     fw.lds(1, SC_SKIPPED)
-    a.out(PortOut.PERF_SKIPPED, 1)
+    a.out(REG("perf_skipped"), 1)
     a.ldb(1, 0, 13)
     fw.buf_field(1, 1, 2)
     a.shl(1, 1, 2)
@@ -915,7 +929,7 @@ def _run_op(fw):
     # READOUT: no shift, no LIF
     a.or_(9, 9, int(WalkMode.READOUT))
     a.out(PortOut.W_SHIFT, 0)
-    a.li(3, 1)
+    a.li(3, 2)
     a.out(PortOut.W_PERIOD, 3)
     a.ldb(3, 13, 5)
     fw.buf_field(3, 3, 5, "ldb")
@@ -937,12 +951,12 @@ def _run_op(fw):
     a.bz(12, positive)
     a.sub(3, 0, R(3))
     a.label(positive)
-    a.add(3, 3, 1)                                       # |s| + 1
-    longer = fw.uniq("period")
+    longer = fw.uniq("period")                           # max(|s|, repeat) + 1
     a.sltu(12, 3, R(10))
     a.bz(12, longer)
     a.mov(3, 10)
     a.label(longer)
+    a.add(3, 3, 1)
     a.out(PortOut.W_PERIOD, 3)
     a.ldb(3, 13, 18)                                     # current width -> mask
     a.sub(3, 3, 1)

@@ -9,6 +9,9 @@ length / space / address check of the golden `_cmd_*` functions -> execution on 
 port (`device_signature`) -> reply encoder (ACK = cmd | 0x80, NACK 0x7F [cmd, code], seq
 echoed, CRC appended) -> UART.
 
+Replies about the device (STATUS after its two leading bytes, COUNTERS, PERF, the RUN and
+LOAD acknowledgements) are read a byte at a time from the device's register map
+(`REGISTERS`, through `reg_addr` / `reg_data`), so the device may keep them in a block RAM.
 Nothing reaches the device before the CRC checked out, so a refused frame changes nothing.
 HostLink answers PING itself and owns `last_error` (set by every NACK, cleared by RESET).
 While a command executes and its reply goes out the parser does not read: received bytes
@@ -27,12 +30,25 @@ from ..golden.host_link import (ACK_BIT, MAX_PAYLOAD, NACK, PROTOCOL_VERSION, RE
                                 SYNC, Cmd, Error, Space, crc16)
 from .uart import UARTRx, UARTTx, check_divisor
 
-__all__ = ["HostLink", "device_signature", "crc16_step"]
+__all__ = ["HostLink", "device_signature", "crc16_step", "REGISTERS", "REG_OFFSET"]
+
+# The device's register map, little-endian, in this order: what the replies carry.
+REGISTERS = (("inferences", 4), ("ops_total", 4), ("sats_total", 4), ("perf_cycles", 4),
+             ("perf_events", 4), ("perf_skipped", 4), ("run_ops", 4), ("run_sats", 4),
+             ("load_info", 10))
+REG_OFFSET = {}
+_off = 0
+for _name, _n in REGISTERS:
+    REG_OFFSET[_name] = _off
+    _off += _n
+REG_BYTES = _off
 
 
 def device_signature(addr_width):
     """The port between HostLink and the accelerator; directions as seen from HostLink
-    (`Out` = driven by HostLink). Strobes are one cycle long and registered."""
+    (`Out` = driven by HostLink). Strobes are one cycle long and registered. `reg_data` is
+    byte `reg_addr` of the device's register map (`REGISTERS`) the cycle after `reg_addr`
+    is set."""
     if not isinstance(addr_width, int) or not 1 <= addr_width <= 32:
         raise ValueError(f"addr_width must be an integer in 1..32, got {addr_width!r}")
     size = addr_width + 1
@@ -44,11 +60,10 @@ def device_signature(addr_width):
         "layers_size": In(size),
         "program_written": Out(1),
         "cmd_start": Out(1), "cmd": Out(4), "load_size": Out(32),
-        "cmd_done": In(1), "cmd_error": In(4), "load_info": In(80),
+        "cmd_done": In(1), "cmd_error": In(4),
         "abort": Out(1),                 # a RESET frame arrived while a RUN executes
-        "run_ops": In(32), "run_sats": In(32),
-        "state": In(2), "inferences": In(32), "ops_total": In(32), "sats_total": In(32),
-        "perf_cycles": In(32), "perf_events": In(32), "perf_skipped": In(32),
+        "state": In(2),
+        "reg_addr": Out(range(REG_BYTES)), "reg_data": In(8),
     })
 
 
@@ -173,9 +188,12 @@ class HostLink(wiring.Component):
         rcmd = Signal(8)
         rlen = Signal(range(MAX_PAYLOAD + 1))
         rleft = Signal(range(MAX_PAYLOAD + 1))
-        rpay = Signal(96)                             # reply payload, sent from byte 0 up
+        rpay = Signal(48)                             # the reply's own head, byte 0 first
+        head = Signal(3)                              # ... its bytes left; then registers
         from_mem = Signal()
         tx_byte = Signal(8)
+        reg_addr = Signal.like(dev.reg_addr)
+        m.d.comb += dev.reg_addr.eq(reg_addr)
 
         m.d.comb += [wp.addr.eq(cnt), wp.data.eq(rbyte), rp.addr.eq(rptr),
                      dev.mem_addr.eq(ptr), dev.mem_space.eq(space[:2]),
@@ -187,27 +205,31 @@ class HostLink(wiring.Component):
         with m.If(dev.mem_we):
             m.d.sync += ptr.eq(ptr + 1)
 
-        # A reply names its payload source (`payload_sel`); TX_PREP loads the payload from
-        # it a cycle later, so the wide payload register has one load condition and a
-        # registered select, not one per reply site. A NACK's payload is (cmd, last_error).
+        # A reply names its head source (`payload_sel`, up to 6 bytes: PING, a NACK's (cmd,
+        # last_error), STATUS's (state, last_error)); TX_PREP loads the head from it a cycle
+        # later, so the head register has one load condition and a registered select. The
+        # bytes after the head come from the device's register map from `regs` on.
         payload_sources = [Cat(cmd, last_error)]
-        payload_sel = Signal(range(16))
+        payload_sel = Signal(range(8))
 
-        def reply(rc, nbytes, source=None, mem=False):
+        def reply(rc, nbytes, source=None, mem=False, heads=0, regs=0):
             m.d.sync += [rcmd.eq(rc), rlen.eq(nbytes), rleft.eq(nbytes), from_mem.eq(mem),
-                         payload_sel.eq(source or 0)]
+                         payload_sel.eq(source or 0), head.eq(heads), reg_addr.eq(regs)]
             m.next = "TX_PREP"
 
-        def ack(nbytes, payload=None, mem=False):
-            source = None
+        def ack(nbytes, payload=None, mem=False, regs=None):
+            """ACK with `nbytes` of payload: `payload` (a head of its size in bytes) then,
+            from register `regs` on, the rest; or from memory (`mem`)."""
+            source, heads = None, 0
             if payload is not None:
                 payload_sources.append(payload)
-                source = len(payload_sources)
-            reply(cmd | ACK_BIT, nbytes, source, mem)
+                source, heads = len(payload_sources), len(payload) // 8
+            reply(cmd | ACK_BIT, nbytes, source, mem, heads,
+                  REG_OFFSET[regs] if regs is not None else 0)
 
         def nack(code):
             m.d.sync += last_error.eq(code)
-            reply(NACK, 2, 1)
+            reply(NACK, 2, 1, heads=2)
 
         def receive(then):
             """Frame states: take a byte, or time out if the line stays idle."""
@@ -286,17 +308,18 @@ class HostLink(wiring.Component):
                             nack(Error.BAD_LENGTH)
                     with m.Case(Cmd.STATUS):
                         with m.If(empty):
-                            ack(6, Cat(dev.state, C(0, 6), last_error, C(0, 4), dev.inferences))
+                            ack(6, Cat(dev.state, C(0, 6), last_error, C(0, 4)),
+                                regs="inferences")
                         with m.Else():
                             nack(Error.BAD_LENGTH)
-                    with m.Case(Cmd.COUNTERS):
+                    with m.Case(Cmd.COUNTERS):           # inferences, ops, saturations
                         with m.If(empty):
-                            ack(12, Cat(dev.inferences, dev.ops_total, dev.sats_total))
+                            ack(12, regs="inferences")
                         with m.Else():
                             nack(Error.BAD_LENGTH)
-                    with m.Case(Cmd.PERF):
+                    with m.Case(Cmd.PERF):               # cycles, events, skipped
                         with m.If(empty):
-                            ack(12, Cat(dev.perf_cycles, dev.perf_events, dev.perf_skipped))
+                            ack(12, regs="perf_cycles")
                         with m.Else():
                             nack(Error.BAD_LENGTH)
                     with m.Case(Cmd.RUN, Cmd.RESET):
@@ -379,9 +402,9 @@ class HostLink(wiring.Component):
                 with m.If(done_error != 0):
                     nack(done_error)
                 with m.Elif(cmd == Cmd.LOAD):
-                    ack(10, dev.load_info)
+                    ack(10, regs="load_info")
                 with m.Elif(cmd == Cmd.RUN):
-                    ack(8, Cat(dev.run_ops, dev.run_sats))
+                    ack(8, regs="run_ops")
                 with m.Else():                             # RESET
                     m.d.sync += last_error.eq(0)
                     ack(0)
@@ -427,11 +450,23 @@ class HostLink(wiring.Component):
                         m.next = "TX_PAY"
                 send(rlen[8:], _)
             with m.State("TX_PAY"):
+                # the head's bytes, then the registers' (reg_data a cycle after reg_addr)
+                with m.If(head == 0):
+                    m.next = "TX_REG"
+                with m.Else():
+                    def _():
+                        m.d.sync += [rpay.eq(rpay >> 8), rleft.eq(rleft - 1), head.eq(head - 1)]
+                        with m.If(rleft == 1):
+                            m.next = "TX_CRC0"
+                    send(rpay[:8], _)
+            with m.State("TX_REG"):
                 def _():
-                    m.d.sync += [rpay.eq(rpay >> 8), rleft.eq(rleft - 1)]
+                    m.d.sync += [rleft.eq(rleft - 1), reg_addr.eq(reg_addr + 1)]
                     with m.If(rleft == 1):
                         m.next = "TX_CRC0"
-                send(rpay[:8], _)
+                    with m.Else():
+                        m.next = "TX_PAY"            # a cycle for the next register byte
+                send(dev.reg_data, _)
             with m.State("RD_REQ"):
                 m.d.sync += dev.mem_re.eq(1)
                 m.next = "RD_WAIT"

@@ -53,7 +53,7 @@ def config_signature(width: int) -> wiring.Signature:
 
 class LIFArray(wiring.Component):
     def __init__(self, *, n, lanes=1, width=16, current_width=None, leak_shift=None, theta,
-                 reset="subtract", v_reset=0, signed_spikes=False):
+                 reset="subtract", v_reset=0, signed_spikes=False, compact=False):
         check_lif_params(width=width, leak_shift=leak_shift, theta=theta, reset=reset,
                          v_reset=v_reset, current_width=current_width)
         if not isinstance(lanes, int) or lanes < 1:
@@ -62,6 +62,9 @@ class LIFArray(wiring.Component):
             raise ValueError(f"n must be a positive integer, got {n!r}")
         if n % lanes:
             raise ValueError(f"lanes (P={lanes}) must divide n (N={n})")
+        if not isinstance(compact, bool):
+            raise ValueError(f"compact must be a bool, got {compact!r}")
+        self.compact = compact
         self.n, self.lanes, self.width = n, lanes, width
         self.in_width = width if current_width is None else current_width
         self.leak_shift, self.theta, self.reset = leak_shift, theta, reset
@@ -100,7 +103,10 @@ class LIFArray(wiring.Component):
         word = data.ArrayLayout(signed(W), P)
         wide = data.ArrayLayout(signed(sum_width), P)
 
-        m.submodules.mem = mem = Memory(shape=word, depth=self.groups, init=[])
+        # (compact: never read and written at one address in a cycle, see below)
+        mem = Memory(shape=word, depth=self.groups, init=[],
+                     attrs={"no_rw_check": 1} if self.compact else None)
+        m.submodules["membranes" if self.compact else "mem"] = mem
         rd = mem.read_port()
         wr = mem.write_port()
 
@@ -126,6 +132,11 @@ class LIFArray(wiring.Component):
                              leak_shift.eq(cfg_leak_shift)]
 
         advance = ~self.o.valid | self.o.ready
+        if self.compact:
+            counted, sat_lanes = self._compact_datapath(m, rd, wr, advance, theta, leak_en,
+                                                        leak_shift, lo, hi, sum_width)
+            self._sat_counter(m, counted, sat_lanes)
+            return m
         # Stage payloads mean nothing without their valid flags: no reset (it would add
         # a LUT to every `advance` enable).
         b_valid, b = Signal(), Signal(self.i_layout, reset_less=True)
@@ -273,10 +284,16 @@ class LIFArray(wiring.Component):
                 lw_v.eq(d_new_v),
             ]
 
-        # Saturation flag and counter, one cycle behind the update to keep the 32-bit count
-        # off the datapath: count every lane-update that clipped; the count saturates.
+        self._sat_counter(m, advance & d_valid, sat_lanes)
+        return m
+
+    def _sat_counter(self, m, counted, sat_lanes):
+        """Saturation flag and counter, one cycle behind the update to keep the 32-bit count
+        off the datapath: count every lane-update that clipped (`sat_lanes` when `counted`);
+        the count saturates."""
+        P = self.lanes
         sat_seen = Signal(range(P + 1))
-        with m.If(advance & d_valid):
+        with m.If(counted):
             m.d.sync += sat_seen.eq(sum(sat_lanes[lane] for lane in range(P)))
         with m.Else():
             m.d.sync += sat_seen.eq(0)
@@ -292,4 +309,57 @@ class LIFArray(wiring.Component):
         with m.Elif(sat_seen != 0):
             m.d.sync += [self.saturated.eq(1),
                          self.sat_count.eq(next_count)]
-        return m
+
+    def _compact_datapath(self, m, rd, wr, advance, theta, leak_en, leak_shift, lo, hi,
+                          sum_width):
+        """compact=True: two stages, R (the membrane is read) and U (update, write back,
+        output), one beat a cycle, for small FPGAs. A beat for the neuron group in U would
+        read before U's write: it waits a cycle (`i.ready` low), so no read and write of one
+        address share a cycle. Returns (counted, sat_lanes) for the saturation counter."""
+        W, P = self.width, self.lanes
+        word = data.ArrayLayout(signed(W), P)
+        r_valid, r = Signal(), Signal(self.i_layout, reset_less=True)
+        in_range = self.i.payload.index < self.groups
+        hazard = r_valid & (r.op != LIFOp.READ) & (self.i.payload.index == r.index)
+        m.d.comb += [self.i.ready.eq(advance & ~hazard),
+                     rd.addr.eq(self.i.payload.index), rd.en.eq(advance)]
+        with m.If(self.i.valid & self.i.ready & ~in_range):
+            m.d.sync += self.index_error.eq(1)  # dropped on arrival
+        with m.If(advance):
+            m.d.sync += [r_valid.eq(self.i.valid & self.i.ready & in_range),
+                         r.eq(self.i.payload)]
+        updating = (r.op == LIFOp.UPDATE) | (r.op == LIFOp.FIRST)
+        from_zero = (r.op == LIFOp.LOAD) | (r.op == LIFOp.FIRST)
+        new_v = Signal(word)
+        spikes = Signal(self.o_layout["spikes"].shape)
+        sat_lanes = Signal(P)
+        for lane in range(P):
+            v = rd.data[lane]
+            leak = Mux(leak_en & (r.op == LIFOp.UPDATE), v >> leak_shift, 0)
+            l = Mux(from_zero, 0, v - leak)
+            x = Mux(r.op == LIFOp.READ, 0, r.current[lane])
+            total = Signal(signed(sum_width), name=f"u_sum{lane}")
+            above = Signal(signed(sum_width), name=f"u_above{lane}")
+            below = Signal(signed(sum_width), name=f"u_below{lane}")
+            m.d.comb += [total.eq(l + x), above.eq(total - theta), below.eq(total + theta)]
+            top = total[W - 1:]
+            fits = (top == 0) | (top == (1 << len(top)) - 1)
+            over, under = ~fits & ~total[-1], ~fits & total[-1]
+            h = Mux(over, hi, Mux(under, lo, total))
+            fire = updating & ~above[-1]
+            fire_neg = (updating & (below <= 0)) if self.signed_spikes else Const(0)
+            if self.reset == "subtract":
+                fired_v = Mux(over, hi - theta, above)
+                fired_neg_v = Mux(under, lo + theta, below)
+            else:
+                fired_v = fired_neg_v = self.v_reset
+            m.d.comb += [new_v[lane].eq(Mux(fire, fired_v, Mux(fire_neg, fired_neg_v, h))),
+                         spikes[lane].eq(Mux(fire, 1, Mux(fire_neg, -1, 0))),
+                         sat_lanes[lane].eq(over | under)]
+        m.d.comb += [wr.addr.eq(r.index), wr.data.eq(new_v),
+                     wr.en.eq(advance & r_valid & (r.op != LIFOp.READ))]
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(r_valid), self.o.payload.op.eq(r.op),
+                         self.o.payload.index.eq(r.index), self.o.payload.spikes.eq(spikes),
+                         self.o.payload.membrane.eq(new_v)]
+        return advance & r_valid, sat_lanes

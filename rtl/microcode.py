@@ -227,7 +227,9 @@ class MicroEngine(wiring.Component):
         m = Module()
         m.submodules.rom = rom = Memory(shape=32, depth=len(self.rom), init=self.rom)
         rf_depth = 1 << ceil_log2(N_REGS + self.scratch)
-        m.submodules.rf = rf = Memory(shape=32, depth=rf_depth, init=[])
+        # written only at the end of X, read in D and by LDS: never in the same cycle
+        m.submodules.rf = rf = Memory(shape=32, depth=rf_depth, init=[],
+                                      attrs={"no_rw_check": 1})
         rom_rd = rom.read_port()
         rf_a, rf_b, rf_w = rf.read_port(), rf.read_port(), rf.write_port()
 
@@ -261,6 +263,7 @@ class MicroEngine(wiring.Component):
         # loaded bytes enter at the top: n bytes sit in work[32 - 8n:]
         loaded = Mux(op == Op.LDB, work[24:], Mux(op == Op.LDH, work[16:], work))
 
+        pc1 = (pc + 1)[:self.pc_width]
         result = Signal(32)
         with m.Switch(op):
             with m.Case(Op.ADD, Op.SUB):
@@ -280,20 +283,33 @@ class MicroEngine(wiring.Component):
             with m.Case(Op.IN):
                 m.d.comb += result.eq(self.io_rdata)
             with m.Case(Op.JAL):
-                m.d.comb += result.eq(pc + 1)
+                m.d.comb += result.eq(pc1)
             with m.Default():                    # MUL, shifts
                 m.d.comb += result.eq(work)
 
-        def next_pc(target):
-            go = Mux(trap_pending | self.trap, self.trap_vector, target)
-            m.d.comb += [rom_rd.addr.eq(go), rom_rd.en.eq(1)]
-            m.d.sync += [pc.eq(go), phase.eq(1), step.eq(0), trap_pending.eq(0)]
+        # the next instruction: one target for every op (taken branches, calls, returns,
+        # failing checks), then the trap over it
+        zero = a == 0
+        taken = Signal()
+        with m.Switch(op):
+            with m.Case(Op.BZ):
+                m.d.comb += taken.eq(zero)
+            with m.Case(Op.BNZ):
+                m.d.comb += taken.eq(~zero)
+            with m.Case(Op.JAL):
+                m.d.comb += taken.eq(1)
+        bad = Signal()
+        m.d.comb += bad.eq(((op == Op.CHK) & zero) | ((op == Op.CHKZ) & ~zero))
+        target = Mux(bad, self.fail_vector, Mux(op == Op.JR, a[:self.pc_width],
+                                                 Mux(taken, imm[:self.pc_width], pc1)))
+        go = Mux(trap_pending | self.trap, self.trap_vector, target)
 
-        def finish(write=False, target=None):
+        def finish(write=False):
             """The end of X: write rd (never r0) and fetch the next instruction."""
             if write:
                 m.d.comb += [rf_w.addr.eq(rd), rf_w.data.eq(result), rf_w.en.eq(rd != 0)]
-            next_pc(pc + 1 if target is None else target)
+            m.d.comb += [rom_rd.addr.eq(go), rom_rd.en.eq(1)]
+            m.d.sync += [pc.eq(go), phase.eq(1), step.eq(0), trap_pending.eq(0)]
 
         # read ports are enabled only where they read: they hold their data otherwise
         m.d.comb += [rom_rd.en.eq(0), rf_a.en.eq(0), rf_b.en.eq(0),
@@ -312,7 +328,7 @@ class MicroEngine(wiring.Component):
                                 Op.LUI, Op.IN, Op.JAL):
                         with m.If(op == Op.IN):
                             m.d.comb += self.io_addr.eq(imm)
-                        finish(write=True, target=Mux(op == Op.JAL, imm, pc + 1))
+                        finish(write=True)
                     with m.Case(Op.MUL):
                         # registered product (a DSP on iCE40 UltraPlus / ECP5), written a
                         # cycle later
@@ -356,16 +372,12 @@ class MicroEngine(wiring.Component):
                         m.d.comb += [self.io_addr.eq(imm), self.io_we.eq(1),
                                      self.io_wdata.eq(a)]
                         finish()
-                    with m.Case(Op.BZ, Op.BNZ):
-                        taken = (a == 0) ^ (op == Op.BNZ)
-                        finish(target=Mux(taken, imm, pc + 1))
-                    with m.Case(Op.JR):
-                        finish(target=a)
+                    with m.Case(Op.BZ, Op.BNZ, Op.JR):
+                        finish()
                     with m.Case(Op.CHK, Op.CHKZ):
-                        bad = (a == 0) ^ (op == Op.CHKZ)
                         with m.If(bad):
                             m.d.sync += self.code.eq(imm)
-                        finish(target=Mux(bad, self.fail_vector, pc + 1))
+                        finish()
                     with m.Default():                    # unused opcodes: no operation
                         finish()
         return m

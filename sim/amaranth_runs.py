@@ -225,6 +225,17 @@ class AcceleratorHost:
         await ctx.tick()
         ctx.set(dev.cmd_start, 0)
 
+    async def register(self, ctx, name) -> int:
+        """A register of the device's map (host_link.REGISTERS), read as HostLink does."""
+        from ..rtl.host_link import REG_OFFSET, REGISTERS
+        n, value = dict(REGISTERS)[name], 0
+        for k in range(n):
+            ctx.set(self.dev.reg_addr, REG_OFFSET[name] + k)
+            await ctx.tick()
+            await ctx.tick()
+            value |= ctx.get(self.dev.reg_data) << (8 * k)
+        return value
+
     async def command(self, ctx, cmd, load_size=0) -> tuple[int, int]:
         """(error code, cycles) of LOAD / RUN / RESET; error 0 = ACK."""
         dev = self.dev
@@ -261,15 +272,33 @@ def run_accelerator(dut, image: bytes, inputs, *, abort_after=None, seed=0):
                 result["runs"].append((error, None, None))
                 continue
             error, cycles = await host.command(ctx, Cmd.RUN)
-            layers = await host.read(ctx, Space.LAYERS, 0, 4 * ctx.get(host.dev.run_ops))
+            run_ops = await host.register(ctx, "run_ops")
+            layers = await host.read(ctx, Space.LAYERS, 0, 4 * run_ops)
             result.setdefault("layer_cycles", []).append(
                 np.frombuffer(layers, dtype="<u4").tolist())
             size = ctx.get(host.dev.output_size)
             out = await host.read(ctx, Space.OUTPUT, 0, size)
             result["runs"].append((error, cycles, np.frombuffer(out, dtype="<i4").copy()))
-        result["counters"] = {name: ctx.get(getattr(host.dev, name)) for name in
+        result["counters"] = {name: await host.register(ctx, name) for name in
                               ("inferences", "ops_total", "sats_total", "perf_cycles",
-                               "perf_events", "perf_skipped", "state")}
+                               "perf_events", "perf_skipped")}
+        result["counters"]["state"] = ctx.get(host.dev.state)
 
     run_testbenches(dut, bench)
     return result
+
+
+def run_loads(dut, images) -> list[tuple[int, int]]:
+    """LOAD each image in turn on one simulated accelerator with a `reason` port (the compact
+    build's): [(error code, loader reason)] per image."""
+    from ..golden.host_link import Cmd, Space
+    host, out = AcceleratorHost(dut), []
+
+    async def bench(ctx):
+        for image in images:
+            await host.write(ctx, Space.PROGRAM, 0, image)
+            error, _ = await host.command(ctx, Cmd.LOAD, len(image))
+            out.append((error, ctx.get(dut.reason)))
+
+    run_testbenches(dut, bench)
+    return out

@@ -17,7 +17,7 @@ from amaranth.sim import Simulator
 from spikeforge.golden.compile import BufKind, Op, _Builder
 from spikeforge.golden.host_link import (MAX_PAYLOAD, NACK, SYNC, Cmd, Error, HostLinkDevice,
                                          Space, State, crc16, encode_frame)
-from spikeforge.rtl.host_link import HostLink, crc16_step, device_signature
+from spikeforge.rtl.host_link import REGISTERS, HostLink, crc16_step, device_signature
 from spikeforge.rtl.uart import UARTRx, UARTTx, divisor_for
 
 DIV = 4                       # clock cycles per bit
@@ -75,6 +75,7 @@ class MockDevice:
         self.perf = perf or (lambda g: (0, 0, 0))   # golden: "0 = not modelled"
         self.writes = 0
         self.aborts = 0
+        self.registers = {}
 
     def publish(self, ctx, dev):
         g = self.g
@@ -82,13 +83,27 @@ class MockDevice:
                             (dev.input_size, len(g.input_mem)),
                             (dev.output_size, len(g.output_mem)),
                             (dev.layers_size, len(g.layers_mem) if self.layers else 0),
-                            (dev.state, int(g.state)), (dev.inferences, g.inferences),
-                            (dev.ops_total, g.ops_run), (dev.sats_total, g.saturations)):
+                            (dev.state, int(g.state))):
             ctx.set(port, value)
         cycles, events, skipped = self.perf(g)
-        ctx.set(dev.perf_cycles, cycles)
-        ctx.set(dev.perf_events, events)
-        ctx.set(dev.perf_skipped, skipped)
+        self.registers.update(inferences=g.inferences, ops_total=g.ops_run,
+                              sats_total=g.saturations, perf_cycles=cycles,
+                              perf_events=events, perf_skipped=skipped)
+
+    def register_bytes(self) -> bytes:
+        """The register map (host_link.REGISTERS) of the device's current values."""
+        return b"".join(int(self.registers.get(name, 0)).to_bytes(n, "little")
+                        for name, n in REGISTERS)
+
+    def serve_registers(self, dev):
+        """reg_data: the register byte at reg_addr, a cycle later (as a block RAM)."""
+        async def bench(ctx):
+            while True:
+                addr = ctx.get(dev.reg_addr)
+                await ctx.tick()
+                regs = self.register_bytes()       # (past the map: 0, as the RTL's)
+                ctx.set(dev.reg_data, regs[addr] if addr < len(regs) else 0)
+        return bench
 
     def serve(self, dev):
         async def bench(ctx):
@@ -131,11 +146,10 @@ class MockDevice:
                     else:
                         ctx.set(dev.cmd_error, 0)
                         if cmd == Cmd.LOAD:
-                            ctx.set(dev.load_info, int.from_bytes(result, "little"))
+                            self.registers["load_info"] = int.from_bytes(result, "little")
                         elif cmd == Cmd.RUN:
                             ops, sats = struct.unpack("<II", result)
-                            ctx.set(dev.run_ops, ops)
-                            ctx.set(dev.run_sats, sats)
+                            self.registers.update(run_ops=ops, run_sats=sats)
                     ctx.set(dev.cmd_done, 1)
                     await ctx.tick()
                     ctx.set(dev.cmd_done, 0)
@@ -198,6 +212,7 @@ class Bench:
         sim.add_clock(1e-6)
         sim.add_testbench(line_decoder(self.dut.tx, self.received), background=True)
         sim.add_testbench(self.mock.serve(self.dut.dev), background=True)
+        sim.add_testbench(self.mock.serve_registers(self.dut.dev), background=True)
 
         async def main(ctx):
             ctx.set(self.dut.rx, 1)

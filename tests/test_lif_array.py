@@ -1,4 +1,5 @@
-"""LIFArray in Amaranth's simulator against the golden `lif_array` (fast unit tests)."""
+"""LIFArray in Amaranth's simulator against the golden `lif_array` (fast unit tests), both
+datapaths: the pipelined one and the compact one (`compact=True`, two stages, for small FPGAs)."""
 
 import numpy as np
 import pytest
@@ -9,13 +10,13 @@ from spikeforge.rtl.lif_array import LIFArray, LIFOp
 
 
 def run_rtl(currents, params: LIFParams, lanes, *, gap=0.0, stall=0.0, seed=0, order=None,
-            extra_beats=()):
+            extra_beats=(), compact=False):
     """Drive UPDATE beats for every timestep (group order `order`, default 0..G-1), then READ
     every group. Returns (output beats, sat_count, flags, cycles)."""
     T, n = currents.shape
     dut = LIFArray(n=n, lanes=lanes, width=params.width, current_width=params.current_width,
                    leak_shift=params.leak_shift, theta=params.theta, reset=params.reset,
-                   v_reset=params.v_reset, signed_spikes=params.signed_spikes)
+                   v_reset=params.v_reset, signed_spikes=params.signed_spikes, compact=compact)
     groups = n // lanes
     order = list(range(groups)) if order is None else order
     beats = [(LIFOp.UPDATE, g, currents[t, g * lanes:(g + 1) * lanes]) for t in range(T)
@@ -58,9 +59,10 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["pipelined", "compact"])
 @pytest.mark.parametrize("lanes", [1, 4])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
-def test_matches_golden_with_backpressure(case, lanes):
+def test_matches_golden_with_backpressure(case, lanes, compact):
     params = LIFParams(**case)
     rng = np.random.default_rng(hash(str(case)) % 2**32 + lanes)
     lo, hi = signed_range(params.in_width)
@@ -68,26 +70,31 @@ def test_matches_golden_with_backpressure(case, lanes):
     currents = rng.integers(lo // 2, hi // 2 + 1, size=(T, n))
     currents[rng.random((T, n)) < 0.1] = hi  # saturation extremes
     currents[rng.random((T, n)) < 0.1] = lo
-    gold, _ = check_against_golden(currents, params, lanes, gap=0.3, stall=0.3, seed=lanes)
+    gold, _ = check_against_golden(currents, params, lanes, gap=0.3, stall=0.3, seed=lanes,
+                                   compact=compact)
     assert gold.spikes.any(), "stimulus should make neurons fire"
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["pipelined", "compact"])
 @pytest.mark.parametrize("n,lanes", [(1, 1), (4, 4), (3, 1), (8, 2)])
-def test_back_to_back_same_group_forwarding(n, lanes):
-    """G=1 makes every beat hit the same membrane word: exercises both forwarding paths."""
+def test_back_to_back_same_group_forwarding(n, lanes, compact):
+    """G=1 makes every beat hit the same membrane word: exercises both forwarding paths
+    (pipelined) or the wait for the write (compact)."""
     params = LIFParams(theta=50, leak_shift=2, width=10)
     rng = np.random.default_rng(n * 10 + lanes)
     currents = rng.integers(-200, 200, size=(40, n))
-    check_against_golden(currents, params, lanes, gap=0.2, stall=0.2, seed=n)
-    check_against_golden(currents, params, lanes)  # full rate, no bubbles
+    check_against_golden(currents, params, lanes, gap=0.2, stall=0.2, seed=n, compact=compact)
+    check_against_golden(currents, params, lanes, compact=compact)  # full rate, no bubbles
 
 
-def test_full_throughput_without_backpressure():
+@pytest.mark.parametrize("compact,latency", [(False, 6), (True, 3)],
+                         ids=["pipelined", "compact"])
+def test_full_throughput_without_backpressure(compact, latency):
     params = LIFParams(theta=64, leak_shift=1)
     currents = np.random.default_rng(1).integers(-100, 100, size=(20, 16))
-    _, state = check_against_golden(currents, params, lanes=1)
+    _, state = check_against_golden(currents, params, lanes=1, compact=compact)
     beats = 20 * 16 + 16
-    assert state["cycles"] <= beats + 6, "one beat per cycle plus the 6-cycle latency"
+    assert state["cycles"] <= beats + latency, "one beat per cycle plus the latency"
 
 
 def test_out_of_range_index_is_dropped_and_flagged():
