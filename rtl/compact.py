@@ -320,7 +320,14 @@ class CompactAccelerator(wiring.Component):
             m.d.sync += op_cycles.eq(0)
         with m.Elif(running):
             m.d.sync += op_cycles.eq(op_cycles + 1)
-        m.d.comb += [eng.trap.eq(running & (self.abort | dev.abort)),
+        # abort: the port, or the host link's (held high until the RUN answers): the trap
+        # fires once per run
+        abort_taken = Signal()
+        with m.If(eng.trap):
+            m.d.sync += abort_taken.eq(1)
+        with m.If(strobe(PortOut.RUN)):
+            m.d.sync += abort_taken.eq(0)
+        m.d.comb += [eng.trap.eq(running & ~abort_taken & (self.abort | dev.abort)),
                      soft_reset.eq(strobe(PortOut.SOFT_RESET))]
         # A register word (OUT REG0 + k) or an op's cycles (OUT LAYERS_WR, value: the op) is
         # written as its low half, then the next cycle its high half.

@@ -1179,9 +1179,7 @@ def _reset_and_faults(fw):
     a.li(2, Error.BAD_PROGRAM)
     a.j("answer_error")
     a.label(run_fail)
-    fw.wait(Status.SCAN_BUSY | Status.WALK_BUSY | Status.ENC_BUSY | Status.FILL_BUSY)
-    a.out(PortOut.SOFT_RESET, 0)
-    a.out(PortOut.RUN, 0)
+    a.jal(14, "stop_run")
     a.label("answer_error")
     a.li(1, State.ERROR)
     a.out(PortOut.STATE, 1)
@@ -1191,8 +1189,16 @@ def _reset_and_faults(fw):
 
     # abort (a RESET frame during a RUN, or the abort port): the units finish, then ABORTED
     a.label("abort")
+    a.jal(14, "stop_run")
+    a.li(2, Error.ABORTED)
+    a.j("answer_error")
+
+    # a stopped run: the units finish their step, the LIF is reset, PERF has the cycles so
+    # far (called through r14; uses r1, r12)
+    a.label("stop_run")
     fw.wait(Status.SCAN_BUSY | Status.WALK_BUSY | Status.ENC_BUSY | Status.FILL_BUSY)
     a.out(PortOut.SOFT_RESET, 0)
     a.out(PortOut.RUN, 0)
-    a.li(2, Error.ABORTED)
-    a.j("answer_error")
+    a.inp(1, PortIn.CYCLES)
+    a.out(REG("perf_cycles"), 1)
+    a.jr(14)

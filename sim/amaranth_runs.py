@@ -265,10 +265,9 @@ def run_accelerator(dut, image: bytes, inputs, *, abort_after=None, seed=0):
             if abort_after is not None and abort_after[0] == k:
                 await host.start(ctx, Cmd.RUN)
                 await ctx.tick().repeat(abort_after[1])
-                ctx.set(dut.abort, 1)
-                await ctx.tick()
-                ctx.set(dut.abort, 0)
+                ctx.set(dut.abort, 1)        # held until the answer, as HostLink's abort
                 error, = await ctx.tick().sample(host.dev.cmd_error).until(host.dev.cmd_done)
+                ctx.set(dut.abort, 0)
                 result["runs"].append((error, None, None))
                 continue
             error, cycles = await host.command(ctx, Cmd.RUN)

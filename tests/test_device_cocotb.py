@@ -4,7 +4,8 @@ host driver (`AcceleratorLink`) over a simulated UART: the same `run_model` as
 golden network on 32 grid points and a RESET sent mid-inference (the next inference is
 exact), and one build for the three digits transformers (SSA,
 SDSA, STAtten; the throughput build: 16 lanes, a 32-lane engine) on 20 held-out images each, bit-identical with the golden network:
-the issue's end-to-end proof. Icarus (slow on a design this size): the refusals only.
+the issue's end-to-end proof; the compact build (the iCE40UP5K's) with the PINN, the same
+checks. Icarus (slow on a design this size): the refusals, both builds.
 Per-op cycles come back through the LAYERS space; each is at least the golden ideal bound."""
 
 import numpy as np
@@ -15,7 +16,7 @@ from spikeforge.golden.compile import compile_pinn
 from spikeforge.golden.host_link import State
 from spikeforge.golden.pinn import convert, load_weights
 from spikeforge.golden.program_loader import AcceleratorConfig
-from spikeforge.rtl.device import DIGITS_BUILD, PINN_BUILD, Device, device_params
+from spikeforge.rtl.device import COMPACT_BUILD, DIGITS_BUILD, PINN_BUILD, Device, device_params
 from spikeforge.sim.link_jobs import prepare_model
 from spikeforge.sim.link_runner import run_link_job
 
@@ -90,6 +91,20 @@ def test_device_verilator_refusals_then_pinn_bit_identical_and_reset_mid_run():
     check_reset_mid_run(steps[6])
 
 
+def test_compact_device_verilator_refusals_then_pinn_bit_identical_and_reset_mid_run():
+    """The compact build (rtl/compact.py, the iCE40UP5K's): the same driver, jobs and checks."""
+    steps = device_job("verilator", REFUSALS + [
+        {"job": "run_model", "args": {"model": "pinn-sin", "count": PINN_POINTS,
+                                      "timesteps": PINN_T}},
+        {"job": "reset_mid_run", "args": {"model": "pinn-sin", "timesteps": PINN_T}}],
+        build=COMPACT_BUILD)
+    check_refusals(steps[:5])
+    check_model_run(steps[5], PINN_POINTS, prepare_model("pinn-sin", PINN_POINTS, PINN_T),
+                    COMPACT_BUILD)
+    assert steps[5]["max_abs_error_vs_analytic"] < 0.02
+    check_reset_mid_run(steps[6])
+
+
 def test_device_verilator_digits_every_attention_bit_identical():
     prepared = [prepare_model(m, DIGITS_IMAGES) for m in DIGITS]
     steps = device_job("verilator", [
@@ -102,5 +117,6 @@ def test_device_verilator_digits_every_attention_bit_identical():
         assert run["accuracy"] >= 0.8
 
 
-def test_device_icarus_refusals():
-    check_refusals(device_job("icarus", REFUSALS))
+@pytest.mark.parametrize("build", [PINN_BUILD, COMPACT_BUILD], ids=["pinn", "compact"])
+def test_device_icarus_refusals(build):
+    check_refusals(device_job("icarus", REFUSALS, build=build))
