@@ -15,7 +15,7 @@ help:
 	@echo "make bench  - benchmarks (Fmax/utilization, cycles) -> build/reports/bench.{md,json}"
 	@echo "make synth BOARD=icebreaker   - bitstream + build/reports/synth-<board>.json"
 	@echo "make synth-core CORE=synapse BOARD=ulx3s - one core in a keep-alive harness"
-	@echo "make synth-accel BOARD=ulx3s MODEL=digits LANES=4 [ENGINE_LANES=e] [TARGET_MHZ=f] [SEED=n] - the whole accelerator (digits|pinn)"
+	@echo "make synth-accel BOARD=ulx3s MODEL=digits LANES=4 [ENGINE_LANES=e] [TARGET_MHZ=f] [SEED=n] [BUILD=fast|compact] - the whole accelerator (digits|pinn; iCE40 boards get the compact build)"
 	@echo "make report - golden-model and hardware reports -> build/reports/"
 	@echo "make train  - retrain the shipped digits transformers (torch, scikit-learn)"
 
@@ -61,7 +61,7 @@ synth-core: setup
 MODEL ?= digits
 LANES ?= 4
 synth-accel: setup
-	$(VENV)/bin/spikeforge synth --board $(BOARD) --accelerator $(MODEL) --lanes $(LANES) $(if $(ENGINE_LANES),--engine-lanes $(ENGINE_LANES)) $(if $(TARGET_MHZ),--target-mhz $(TARGET_MHZ)) $(if $(SEED),--seed $(SEED))
+	$(VENV)/bin/spikeforge synth --board $(BOARD) --accelerator $(MODEL) --lanes $(LANES) $(if $(ENGINE_LANES),--engine-lanes $(ENGINE_LANES)) $(if $(TARGET_MHZ),--target-mhz $(TARGET_MHZ)) $(if $(SEED),--seed $(SEED)) $(if $(BUILD),--build $(BUILD))
 
 report: setup
 	$(VENV)/bin/spikeforge report

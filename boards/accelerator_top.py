@@ -28,9 +28,19 @@ MAX_BAUD_ERROR = 0.02  # 8N1 tolerates a few percent between the two ends
 # digits build (b0112e1) was placed with, 85.09 MHz; nextpnr's default seed gave 77.09 and
 # seed 3 76.72 on the same netlist (docs/boards.md): placement moves Fmax by ~8 MHz here.
 PLACEMENT_SEED = 2
-# The compact build's clock on iCE40 (its one-stage LIF update limits it to ~21 MHz on a
-# UP5K, docs/compact.md): the PINN on an iCEBreaker is bound by the 115200-baud link anyway.
-COMPACT_ICE40_MHZ = 18
+# The clock an accelerator build is constrained to by default (the PLL makes it, the board
+# runs at it): the digits throughput build on ECP5 routes at 85.6 MHz at a 70 MHz constraint
+# (at 120 it placed at 70.7-75.0, failing it); the compact build's one-stage LIF update
+# limits it to ~21 MHz on a UP5K (the PINN on an iCEBreaker is bound by the 115200-baud link
+# anyway). Other builds: the board's default target.
+ACCEL_TARGET_MHZ = {("ecp5", False): 70, ("ice40", True): 18}
+
+
+def default_build(board) -> dict:
+    """The accelerator build a board gets when none is asked for: compact on iCE40 (the only
+    one that fits a UP5K), else the fast one."""
+    from .registry import get_board
+    return {"compact": True} if get_board(board).family == "ice40" else {}
 # Yosys 0.70's synth_ecp5 (synth_lattice) always maps LUTs with abc9, which dies on this
 # design in ABC_OPS_REINTEGRATE ("Assert `GetSize(conn.first) == GetSize(conn.second)'
 # failed", kernel/rtlil.cc:3091; with or without LUT RAMs). Stop synth_ecp5 before its
@@ -119,8 +129,8 @@ def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=
         raise ValueError(f"the accelerator top needs an iCE40 or ECP5 PLL; {board!r} is "
                          f"{spec.family}")
     compact = bool(overrides.get("compact"))
-    target = target_mhz or (COMPACT_ICE40_MHZ if compact and spec.family == "ice40"
-                            else spec.default_target_mhz)
+    target = target_mhz or ACCEL_TARGET_MHZ.get((spec.family, compact),
+                                                spec.default_target_mhz)
     models = tuple(models) if not isinstance(models, str) else models
     programs = accelerator_programs(models)
     params = device_params(*programs, divisor=divisor_for(target * 1e6, BAUD), lanes=lanes,

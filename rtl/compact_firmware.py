@@ -80,6 +80,28 @@ class Firmware:
         self.a.li(12, limit)
         self.chk_leu(x, 12, reason)
 
+    def loop(self, k, limit, body, before=None):
+        """for r[k] = 0 .. limit - 1 (an int, or R(reg)): `before()` (code that may set up
+        `limit`) and the compare at the top, then `body()`; uses r12."""
+        top, done = self.uniq("loop"), self.uniq("loop_done")
+        self.a.li(k, 0)
+        self.a.label(top)
+        if before is not None:
+            before()
+        self.a.sltu(12, k, limit)
+        self.a.bz(12, done)
+        body()
+        self.a.add(k, k, 1)
+        self.a.j(top)
+        self.a.label(done)
+
+    def step_done(self, busy, error):
+        """Wait for the units of `busy`, then CHK that the `error` flag is clear (BAD_INPUT)."""
+        self.wait(busy)
+        self.a.inp(12, PortIn.STATUS)
+        self.a.and_(12, 12, int(error))
+        self.a.chkz(12, Error.BAD_INPUT)
+
     def wait(self, mask):
         """Until the STATUS bits of `mask` are clear."""
         loop = self.uniq("wait")
@@ -177,16 +199,10 @@ def _load(fw):
     fw.chk_eq(3, R(7), Reason.BAD_CRC)
 
     # from_bytes: every buffer's kind, then every op's decode (opcode, sources, modes, LIF)
-    loop, done = fw.uniq("kinds"), fw.uniq("kinds_done")
-    a.li(7, 0)
-    a.label(loop)
-    a.sltu(12, 7, R(4))
-    a.bz(12, done)
-    fw.buf_field(8, 7, 4, "ldb")
-    fw.chk_ltu(8, 4, Reason.BUFFER_KIND)
-    a.add(7, 7, 1)
-    a.j(loop)
-    a.label(done)
+    def kind(fw=fw):
+        fw.buf_field(8, 7, 4, "ldb")
+        fw.chk_ltu(8, 4, Reason.BUFFER_KIND)
+    fw.loop(7, R(4), kind)
     _each_op(fw, _decode_op)
     _validate(fw)
     _capability(fw)
@@ -195,22 +211,14 @@ def _load(fw):
 def _each_op(fw, body):
     """for op i in 0..n_ops-1: r13 = its descriptor's byte address, r11 = i; `body(fw)`
     may use r1..r10 and r12; r11 and r13 are kept."""
-    a = fw.a
-    loop, done = fw.uniq("ops"), fw.uniq("ops_done")
-    a.li(11, 0)
-    a.label(loop)
-    fw.lds(1, SC_NO)
-    a.sltu(12, 11, R(1))
-    a.bz(12, done)
-    fw.lds(1, SC_NB)
-    a.mul(13, 1, BUF_BYTES)
-    a.mul(1, 11, OP_BYTES)
-    a.add(13, 13, R(1))
-    a.add(13, 13, HEADER.size)
-    body(fw)
-    a.add(11, 11, 1)
-    a.j(loop)
-    a.label(done)
+    def op(fw=fw):
+        fw.lds(1, SC_NB)
+        fw.a.mul(13, 1, BUF_BYTES)
+        fw.a.mul(1, 11, OP_BYTES)
+        fw.a.add(13, 13, R(1))
+        fw.a.add(13, 13, HEADER.size)
+        body(fw)
+    fw.loop(11, R(1), op, before=lambda: fw.lds(1, SC_NO))
 
 
 def _decode_op(fw):
@@ -320,18 +328,11 @@ def _modulo_zero(fw, x, y, reason):
 def _each_source(fw, body):
     """for each source k < r2 of the op at r13: r3 = its buffer id; `body(fw)` may use r3,
     r4, r6, r7, r10, r12 (r14 holds k)."""
-    a = fw.a
-    loop, done = fw.uniq("srcs"), fw.uniq("srcs_done")
-    a.li(14, 0)
-    a.label(loop)
-    a.sltu(12, 14, R(2))
-    a.bz(12, done)
-    a.add(3, 13, R(14))
-    a.ldb(3, 3, 2)
-    body(fw)
-    a.add(14, 14, 1)
-    a.j(loop)
-    a.label(done)
+    def source(fw=fw):
+        fw.a.add(3, 13, R(14))
+        fw.a.ldb(3, 3, 2)
+        body(fw)
+    fw.loop(14, R(2), source)
 
 
 def _validate_op(fw):
@@ -700,9 +701,25 @@ def _bias_range(fw):
     a.label(done)
 
 
+def _answer(fw, state):
+    """Set the device state, ACK the command, back to the command loop."""
+    fw.a.li(1, state)
+    fw.a.out(PortOut.STATE, 1)
+    fw.a.out(PortOut.CMD_DONE, 0)
+    fw.a.j("main")
+
+
+def _count(fw, sc, value, name):
+    """scratch[sc] += r[value] (or an int) and the register-map word `name` <- the total."""
+    fw.lds(2, sc)
+    fw.a.add(2, 2, value)
+    fw.sts(2, sc)
+    fw.a.out(REG(name), 2)
+
+
 def _loaded(fw):
     """A LOAD passed: the LOAD reply, sizes, READY."""
-    a, cfg = fw.a, fw.cfg
+    a = fw.a
     # the LOAD reply: T, input tokens, channels, output tokens, channels (u16 each)
     a.ldb(1, 0, 12)                                      # input buffer
     a.ldh(2, 0, 6)
@@ -730,16 +747,11 @@ def _loaded(fw):
     a.out(PortOut.REASON, 0)
     a.li(1, 1)
     a.out(PortOut.LOADED, 1)
-    a.li(1, State.READY)
-    a.out(PortOut.STATE, 1)
-    a.out(PortOut.CMD_DONE, 0)
-    a.j("main")
-    del cfg
+    _answer(fw, State.READY)
 
 
 def _run(fw):
-    a, cfg = fw.a, fw.cfg
-    T = cfg.timesteps
+    a = fw.a
     a.label("cmd_run")
     a.inp(1, PortIn.STATUS)
     fw.a.and_(1, 1, int(Status.LOADED))
@@ -766,20 +778,11 @@ def _run(fw):
     a.out(REG("perf_cycles"), 1)
     a.inp(1, PortIn.SATS)
     a.out(REG("run_sats"), 1)
-    fw.lds(2, SC_SATS)
-    a.add(2, 2, R(1))
-    fw.sts(2, SC_SATS)
-    a.out(REG("sats_total"), 2)
-    fw.lds(2, SC_INF)
-    a.add(2, 2, 1)
-    fw.sts(2, SC_INF)
-    a.out(REG("inferences"), 2)
+    _count(fw, SC_SATS, R(1), "sats_total")
+    _count(fw, SC_INF, 1, "inferences")
     fw.lds(1, SC_NO)
     a.out(REG("run_ops"), 1)
-    fw.lds(2, SC_OPS)
-    a.add(2, 2, R(1))
-    fw.sts(2, SC_OPS)
-    a.out(REG("ops_total"), 2)
+    _count(fw, SC_OPS, R(1), "ops_total")
     fw.lds(1, SC_EVENTS)
     a.out(REG("perf_events"), 1)
     fw.lds(1, SC_SKIPPED)
@@ -790,11 +793,7 @@ def _run(fw):
     a.out(PortOut.OUTPUT_SIZE, 1)
     a.li(1, 1)
     a.out(PortOut.RAN, 1)
-    a.li(1, State.DONE)
-    a.out(PortOut.STATE, 1)
-    a.out(PortOut.CMD_DONE, 0)
-    a.j("main")
-    del T
+    _answer(fw, State.DONE)
 
 
 def _encode(fw):
@@ -830,34 +829,20 @@ def _encode(fw):
     fw.cgroups(9, 3)
     a.mul(9, 9, R(6))
     a.mul(9, 9, T)                                       # r9 = a token's words · T
-    a.li(10, 0)                                          # r10 = token
-    tok_loop, tok_done = fw.uniq("enc_tok"), fw.uniq("enc_tok_done")
-    a.label(tok_loop)
-    a.sltu(12, 10, R(2))
-    a.bz(12, tok_done)
-    a.li(11, 0)                                          # r11 = t
-    t_loop, t_done = fw.uniq("enc_t"), fw.uniq("enc_t_done")
-    a.label(t_loop)
-    a.sltu(12, 11, T)
-    a.bz(12, t_done)
-    a.mul(13, 11, R(2))                                  # (t·tokens + token)·channels
-    a.add(13, 13, R(10))
-    a.mul(13, 13, R(3))
-    a.out(PortOut.E_IN, 13)
-    a.add(13, 8, R(11))
-    a.out(PortOut.COL_ADDR, 13)
-    a.out(PortOut.E_GO, 7)
-    fw.wait(Status.ENC_BUSY)
-    a.inp(12, PortIn.STATUS)
-    fw.a.and_(12, 12, int(Status.ENC_ERROR))
-    a.chkz(12, Error.BAD_INPUT)
-    a.add(11, 11, 1)
-    a.j(t_loop)
-    a.label(t_done)
-    a.add(8, 8, R(9))
-    a.add(10, 10, 1)
-    a.j(tok_loop)
-    a.label(tok_done)
+    def step(fw=fw):                                     # token r10, t r11
+        a.mul(13, 11, R(2))                                  # (t·tokens + token)·channels
+        a.add(13, 13, R(10))
+        a.mul(13, 13, R(3))
+        a.out(PortOut.E_IN, 13)
+        a.add(13, 8, R(11))
+        a.out(PortOut.COL_ADDR, 13)
+        a.out(PortOut.E_GO, 7)
+        fw.step_done(Status.ENC_BUSY, Status.ENC_ERROR)
+
+    def token(fw=fw):
+        fw.loop(11, T, step)
+        a.add(8, 8, R(9))
+    fw.loop(10, R(2), token)
 
 
 def _run_op(fw):
@@ -1046,56 +1031,47 @@ def _run_op(fw):
     a.out(PortOut.SCAN_ADDR, 4)
     _scan_go(fw, 0)
     fw.wait(Status.SCAN_BUSY)
-    a.li(11, 0)                                          # r11 = t
-    t_loop, t_done = fw.uniq("t"), fw.uniq("t_done")
-    a.label(t_loop)
-    a.sltu(12, 11, T)
-    a.bz(12, t_done)
-    a.inp(1, PortIn.SCAN_COUNT)                          # events of step t
-    fw.lds(2, SC_EVENTS)
-    a.add(2, 2, R(1))
-    fw.sts(2, SC_EVENTS)
-    fw.lds(2, SC_CP)
-    a.sub(2, 2, R(1))
-    fw.lds(3, SC_SKIPPED)
-    a.add(3, 3, R(2))
-    fw.sts(3, SC_SKIPPED)
-    last = fw.uniq("last_step")
-    a.add(2, 11, 1)
-    a.sltu(12, 2, T)
-    a.bz(12, last)
-    fw.lds(4, SC_SRC_TOK)                                # scan step t + 1 (other bank)
-    a.add(4, 4, R(2))
-    a.out(PortOut.SCAN_ADDR, 4)
-    fw.a.and_(6, 2, 1)
-    _scan_go(fw, 6)
-    a.label(last)
-    fw.lds(4, SC_DST_TOK)
-    a.add(4, 4, R(11))
-    a.out(PortOut.COL_ADDR, 4)
-    fw.lds(9, SC_MODEBITS)
-    first_done = fw.uniq("first")
-    a.bnz(11, first_done)                                # t = 0: FIRST unless v0; sums start
-    fw.lds(3, SC_V0)
-    a.bnz(3, first_done)
-    a.or_(9, 9, int(WalkMode.FIRST))
-    a.label(first_done)
-    sums_done = fw.uniq("sums")
-    a.bnz(11, sums_done)
-    fw.lds(3, SC_TOK)
-    a.bnz(3, sums_done)
-    a.or_(9, 9, int(WalkMode.SUM_INIT))
-    a.label(sums_done)
-    a.out(PortOut.W_MODE, 9)
-    fw.a.and_(6, 11, 1)
-    a.out(PortOut.W_GO, 6)
-    fw.wait(Status.WALK_BUSY | Status.SCAN_BUSY)
-    a.inp(12, PortIn.STATUS)
-    fw.a.and_(12, 12, int(Status.WALK_ERROR))
-    a.chkz(12, Error.BAD_INPUT)
-    a.add(11, 11, 1)
-    a.j(t_loop)
-    a.label(t_done)
+    def step(fw=fw):                                     # t: r11
+        a.inp(1, PortIn.SCAN_COUNT)                          # events of step t
+        fw.lds(2, SC_EVENTS)
+        a.add(2, 2, R(1))
+        fw.sts(2, SC_EVENTS)
+        fw.lds(2, SC_CP)
+        a.sub(2, 2, R(1))
+        fw.lds(3, SC_SKIPPED)
+        a.add(3, 3, R(2))
+        fw.sts(3, SC_SKIPPED)
+        last = fw.uniq("last_step")
+        a.add(2, 11, 1)
+        a.sltu(12, 2, T)
+        a.bz(12, last)
+        fw.lds(4, SC_SRC_TOK)                                # scan step t + 1 (other bank)
+        a.add(4, 4, R(2))
+        a.out(PortOut.SCAN_ADDR, 4)
+        fw.a.and_(6, 2, 1)
+        _scan_go(fw, 6)
+        a.label(last)
+        fw.lds(4, SC_DST_TOK)
+        a.add(4, 4, R(11))
+        a.out(PortOut.COL_ADDR, 4)
+        fw.lds(9, SC_MODEBITS)
+        first_done = fw.uniq("first")
+        a.bnz(11, first_done)                                # t = 0: FIRST unless v0; sums start
+        fw.lds(3, SC_V0)
+        a.bnz(3, first_done)
+        a.or_(9, 9, int(WalkMode.FIRST))
+        a.label(first_done)
+        sums_done = fw.uniq("sums")
+        a.bnz(11, sums_done)
+        fw.lds(3, SC_TOK)
+        a.bnz(3, sums_done)
+        a.or_(9, 9, int(WalkMode.SUM_INIT))
+        a.label(sums_done)
+        a.out(PortOut.W_MODE, 9)
+        fw.a.and_(6, 11, 1)
+        a.out(PortOut.W_GO, 6)
+        fw.step_done(Status.WALK_BUSY | Status.SCAN_BUSY, Status.WALK_ERROR)
+    fw.loop(11, T, step)
     for step, tok in ((SC_SRC_STEP, SC_SRC_TOK), (SC_DST_STEP, SC_DST_TOK)):
         fw.lds(1, tok)
         fw.lds(2, step)

@@ -301,3 +301,25 @@ def run_loads(dut, images) -> list[tuple[int, int]]:
 
     run_testbenches(dut, bench)
     return out
+
+
+def check_runs(got: dict, prog, inputs, cfg):
+    """An accelerator's `run_accelerator` result against the golden interpreter: LOADed,
+    every run exact, its per-op cycles (LAYERS) and total at least the golden ideal bound,
+    the counters consistent. Returns the golden ProgramRun."""
+    from ..golden.accelerator import accelerator_cycles
+    from ..golden.compile import run_program
+    from ..golden.host_link import State
+    assert got["load"] == 0, f"LOAD refused with error {got['load']}"
+    want = run_program(prog, np.stack(inputs))
+    for k, (error, cycles, out) in enumerate(got["runs"]):
+        assert error == 0, f"run {k}: error {error}"
+        assert out.tolist() == want.output[k].reshape(-1).tolist(), f"run {k} output differs"
+        ideal = accelerator_cycles(prog, inputs[k], cfg)
+        layers = got["layer_cycles"][k]
+        assert len(layers) == len(prog.ops) and cycles >= ideal["total"]
+        assert all(m >= i for m, i in zip(layers, ideal["ops"])), (layers, ideal["ops"])
+    c = got["counters"]
+    assert c["inferences"] == len(inputs) and c["ops_total"] == len(inputs) * len(prog.ops)
+    assert c["sats_total"] == sum(want.sat_counts) and c["state"] == State.DONE
+    return want

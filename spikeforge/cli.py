@@ -87,11 +87,16 @@ def cmd_synth(args) -> int:
     if args.accelerator:
         if args.core:
             raise ValueError("give --core or --accelerator, not both")
-        from .boards.accelerator_top import MODEL_GROUPS, PLACEMENT_SEED, synth_accelerator
+        from .boards.accelerator_top import (MODEL_GROUPS, PLACEMENT_SEED, default_build,
+                                             synth_accelerator)
+        build = (default_build(args.board) if args.build == "auto"
+                 else {"compact": args.build == "compact"})
+        extra = {"compact": True} if build.get("compact") else {
+            "lanes": args.lanes, "engine_lanes": args.engine_lanes}
         report = synth_accelerator(args.board, models=MODEL_GROUPS[args.accelerator],
-                                   lanes=args.lanes, target_mhz=args.target_mhz,
+                                   target_mhz=args.target_mhz,
                                    seed=PLACEMENT_SEED if args.seed is None else args.seed,
-                                   progress=progress, engine_lanes=args.engine_lanes)
+                                   progress=progress, **extra)
     else:
         report = synth_board(args.board, target_mhz=args.target_mhz, core=args.core,
                              progress=progress)
@@ -206,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=None,
                     help="nextpnr placement seed (--accelerator; default: PLACEMENT_SEED of "
                          "boards/accelerator_top.py)")
+    sp.add_argument("--build", choices=("auto", "fast", "compact"), default="auto",
+                    help="--accelerator: the fast (lanes) or the compact build (one neuron a "
+                         "cycle, docs/compact.md); auto: compact on iCE40, else fast")
     sp.set_defaults(func=cmd_synth)
 
     sp = sub.add_parser("report", help="golden-model report and build/reports summary")
@@ -236,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--engine-lanes", type=int, default=None,
                     help="--sim verilator|icarus: the engine's accumulate lanes (default: "
                          "--lanes; the digits throughput build uses 32)")
+    sp.add_argument("--compact", action="store_true",
+                    help="--sim verilator|icarus: the compact build (the iCE40UP5K's, "
+                         "docs/compact.md) instead of --lanes")
     sp.add_argument("--timeout-cycles", type=int, default=500_000,
                     help="--sim verilator|icarus: simulated cycles of silence before a reply "
                          "times out (longer than the slowest RUN)")
@@ -282,9 +293,10 @@ def _run_on_rtl(args):
 
     progress(f"compiling {args.model} for the device top")
     run = prepare_model(args.model, args.count, args.timesteps)
-    params = device_params(run.program, divisor=args.divisor, lanes=args.lanes,
-                           engine_lanes=args.engine_lanes)
-    where = f"the RTL accelerator on {args.sim}"
+    build = ({"compact": True} if args.compact else
+             {"lanes": args.lanes, "engine_lanes": args.engine_lanes})
+    params = device_params(run.program, divisor=args.divisor, **build)
+    where = f"the RTL accelerator ({'compact' if args.compact else 'fast'}) on {args.sim}"
     t0 = time.monotonic()
     try:
         summary, _ = run_link_job(

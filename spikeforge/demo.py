@@ -2,13 +2,16 @@
 
 1. Compile the shipped digits transformers (SSA, SDSA, STAtten) and the spiking PINN.
 2. Run them on the Verilator-simulated accelerator (rtl/device.py) through the UART host link
-   and the real driver: one build for the three transformers, one for the PINN. Every
-   output is compared with the golden network (bit-identical or the demo fails).
+   and the real driver: one build for the three transformers, one for the PINN, and the
+   compact build (the iCE40UP5K's, docs/compact.md) for the PINN. Every output is compared
+   with the golden network (bit-identical or the demo fails).
 3. Cycles per inference (the device's PERF counter) next to the golden ideal bound
-   (golden/accelerator.py), and inferences/s at the board's reported Fmax.
-4. The board bitstream of the digits accelerator and its report (boards/accelerator_top.py).
-A summary table at the end; `--no-synth` skips step 4 (then inferences/s use the last
-report found in build/reports, or the target clock, and say which).
+   (golden/accelerator.py), and inferences/s at the board's clock (the constraint its build
+   met) and at its reported Fmax.
+4. The board bitstreams and reports (boards/accelerator_top.py): the digits accelerator on
+   the ULX3S, the PINN's compact build on the iCEBreaker.
+A summary table at the end; `--no-synth` skips step 4 (then the rates use the last reports
+found in build/reports, and say so).
 """
 
 from __future__ import annotations
@@ -54,10 +57,11 @@ def _row(run, prepared, build):
     from .golden.accelerator import accelerator_cycles
     from .golden.pinn import rel_l2
     from .golden.program_loader import AcceleratorConfig
+    from .rtl.device import build_label
     cfg = AcceleratorConfig.for_programs(prepared.program, **build)
     ideal = accelerator_cycles(prepared.program, prepared.inputs[-1], cfg)["total"]
-    row = {"model": prepared.model, "inferences": run["inferences"],
-           "bit_identical": run["bit_identical_to_golden"], "lanes": build["lanes"],
+    row = {"model": prepared.model, "build": build_label(build), "inferences": run["inferences"],
+           "bit_identical": run["bit_identical_to_golden"], "lanes": cfg.lanes,
            "engine_lanes": cfg.eng_lanes,
            "cycles": run["perf"]["cycles"], "ideal_cycles": ideal,
            "cycles_vs_ideal": round(run["perf"]["cycles"] / ideal, 3),
@@ -73,34 +77,42 @@ def _row(run, prepared, build):
     return row
 
 
-def _board_report(board, build, synth, progress):
-    """The digits accelerator's board report: built now, or the last one on disk."""
+def _board_report(board, models, build, synth, progress):
+    """A build's board report: built now, or the last one on disk."""
     from .boards.accelerator_top import accelerator_report_name, synth_accelerator
     from .rtl.device import build_label
     path = REPORTS / f"synth-{accelerator_report_name(board, **build)}.json"
     if synth:
-        progress(f"building the {board} bitstream of the digits accelerator "
-                 f"({build_label(build)}; place and route takes minutes)")
-        return synth_accelerator(board, models=DIGITS, progress=progress, **build), "built now"
+        progress(f"building the {board} bitstream of the {build_label(build)} accelerator "
+                 f"for {', '.join(models)} (place and route takes minutes)")
+        return synth_accelerator(board, models=models, progress=progress, **build), "built now"
     if path.is_file():
         return json.loads(path.read_text()), f"from {path}"
     return None, "no board report"
 
 
-def format_table(rows: list[dict], fmax: float | None, fmax_note: str) -> str:
-    head = ("model", "n", "device", "golden", "bit-identical", "cycles/inf", "vs ideal",
-            "inf/s")
+def format_table(rows: list[dict]) -> str:
+    """The summary; a row's rates are at its board's clock (`clock`, the constraint its build
+    met) and at its Fmax, when it has a board report."""
+    head = ("model", "build", "n", "device", "golden", "bit-identical", "cycles/inf",
+            "vs ideal", "board clock", "inf/s", "inf/s at Fmax")
     body = []
     for r in rows:
-        rate = f"{fmax * 1e6 / r['cycles']:,.0f}" if fmax else "n/a"
-        body.append((r["model"], str(r["inferences"]), r["quality"], r["golden_quality"],
-                     "yes" if r["bit_identical"] else "NO", f"{r['cycles']:,}",
-                     f"{r['cycles_vs_ideal']:.2f}x", rate))
+        clock = r.get("clock")
+        body.append((r["model"], r["build"], str(r["inferences"]), r["quality"],
+                     r["golden_quality"], "yes" if r["bit_identical"] else "NO",
+                     f"{r['cycles']:,}", f"{r['cycles_vs_ideal']:.2f}x",
+                     f"{clock['board']} {clock['mhz']} MHz"
+                     f"{'' if clock['met'] else ' (NOT met)'}" if clock else "no report",
+                     f"{clock['mhz'] * 1e6 / r['cycles']:,.0f}" if clock else "n/a",
+                     f"{clock['fmax'] * 1e6 / r['cycles']:,.0f} ({clock['fmax']:.1f} MHz)"
+                     if clock else "n/a"))
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
     line = "+-" + "-+-".join("-" * w for w in widths) + "-+"
     fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-    clock = f"inf/s at {fmax:.1f} MHz ({fmax_note}); host link excluded" if fmax else fmax_note
-    return "\n".join([line, fmt(head), line, *map(fmt, body), line, clock])
+    return "\n".join([line, fmt(head), line, *map(fmt, body), line,
+                      "inf/s: host link excluded; the PINN's fast build has no board of its "
+                      "own (rated at the ULX3S digits build's clock)"])
 
 
 def run_demo(images: int = 20, points: int = 32, board: str = "ulx3s", synth: bool = True,
@@ -112,30 +124,36 @@ def run_demo(images: int = 20, points: int = 32, board: str = "ulx3s", synth: bo
     progress(f"compiling {', '.join(DIGITS)} and pinn-sin")
     digits = [prepare_model(m, images) for m in DIGITS]
     pinn = prepare_model("pinn-sin", points)
-    from .rtl.device import DIGITS_BUILD, PINN_BUILD, build_label
+    from .rtl.device import COMPACT_BUILD, DIGITS_BUILD, PINN_BUILD, build_label
     progress(f"digits transformers on the {sim} accelerator ({build_label(DIGITS_BUILD)}), "
              f"{images} held-out images each, through the UART host link")
     runs = _simulate([p.program for p in digits],
                      [{"job": "run_model", "args": {"model": p.model, "count": images}}
                       for p in digits], DIGITS_BUILD, progress, sim)
     rows = [_row(r, p, DIGITS_BUILD) for r, p in zip(runs, digits)]
-    progress(f"spiking PINN on the {sim} accelerator ({build_label(PINN_BUILD)}), "
-             f"{points} points")
-    run, = _simulate([pinn.program], [{"job": "run_model",
-                                       "args": {"model": "pinn-sin", "count": points}}],
-                     PINN_BUILD, progress, sim)
-    rows.append(_row(run, pinn, PINN_BUILD))
-    report, note = _board_report(board, DIGITS_BUILD, synth, progress)
-    if report is not None:
-        from .boards.flow import format_report_table
-        print(format_report_table(report))
-    fmax = report["fmax_mhz"] if report else None
-    if report is not None:
-        note = f"{board} Fmax, {note}"
-    # the PINN row's rate is at the digits board's clock: its own board is the iCEBreaker
-    print(format_table(rows, fmax, note))
-    result = {"rows": rows, "fmax_mhz": fmax, "fmax_source": note,
-              "seconds": round(time.monotonic() - t0, 1)}
+    for build in (PINN_BUILD, COMPACT_BUILD):   # the compact build: the iCE40UP5K's
+        progress(f"spiking PINN on the {sim} accelerator ({build_label(build)}), "
+                 f"{points} points")
+        run, = _simulate([pinn.program], [{"job": "run_model",
+                                           "args": {"model": "pinn-sin", "count": points}}],
+                         build, progress, sim)
+        rows.append(_row(run, pinn, build))
+    from .boards.accelerator_top import MODEL_GROUPS
+    from .boards.flow import format_report_table
+    boards = {}
+    for name, models, build in ((board, DIGITS, DIGITS_BUILD),
+                                ("icebreaker", MODEL_GROUPS["pinn"], COMPACT_BUILD)):
+        report, note = _board_report(name, models, build, synth, progress)
+        if report is not None:
+            print(format_report_table(report))
+            boards[build_label(build)] = {
+                "board": name, "mhz": report["target_mhz"], "met": report["timing_met"],
+                "fmax": report["fmax_mhz"], "source": note}
+    for row in rows:
+        row["clock"] = boards.get("compact" if row["build"] == "compact"
+                                  else build_label(DIGITS_BUILD))
+    print(format_table(rows))
+    result = {"rows": rows, "boards": boards, "seconds": round(time.monotonic() - t0, 1)}
     REPORTS.mkdir(parents=True, exist_ok=True)
     (REPORTS / "demo.json").write_text(json.dumps(result, indent=1))
     progress(f"demo finished in {result['seconds']:.0f} s; wrote {REPORTS / 'demo.json'}")

@@ -184,23 +184,27 @@ def test_cli_synth_accelerator_builds_the_group(monkeypatch, capsys):
     from spikeforge.boards import accelerator_top
     calls = []
 
-    def fake(board, models, lanes, target_mhz, seed, progress, engine_lanes):
-        calls.append((board, models, lanes, target_mhz, seed, engine_lanes))
+    def fake(board, models, target_mhz, seed, progress, **build):
+        calls.append((board, models, target_mhz, seed, build))
         return {"board": board, "device": "d", "fmax_mhz": 130.0, "target_mhz": 120,
                 "timing_met": True, "luts": 1, "ffs": 2, "brams": 3, "dsps": 4,
                 "elapsed_s": 5, "bitstream": "top.bit", "bitstream_bytes": 6}
     monkeypatch.setattr(accelerator_top, "synth_accelerator", fake)
+    # an iCE40 board gets the compact build unless the fast one is asked for
     assert cli.main(["synth", "--board", "icebreaker", "--accelerator", "pinn",
                      "--lanes", "8"]) == 0
-    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), 8, None,
-                      accelerator_top.PLACEMENT_SEED, None)]
+    assert calls == [("icebreaker", ("pinn-sin", "pinn-multi"), None,
+                      accelerator_top.PLACEMENT_SEED, {"compact": True})]
     assert "130.0 MHz" in capsys.readouterr().out
+    assert cli.main(["synth", "--board", "icebreaker", "--accelerator", "pinn", "--lanes", "8",
+                     "--build", "fast"]) == 0
+    assert calls[-1][-1] == {"lanes": 8, "engine_lanes": None}
     assert cli.main(["synth", "--board", "ulx3s", "--accelerator", "digits", "--lanes", "16",
                      "--seed", "7", "--engine-lanes", "32"]) == 0
-    assert calls[-1] == ("ulx3s", ("digits-ssa", "digits-sdsa", "digits-statten"), 16, None, 7,
-                         32)
+    assert calls[-1] == ("ulx3s", ("digits-ssa", "digits-sdsa", "digits-statten"), None, 7,
+                         {"lanes": 16, "engine_lanes": 32})
     assert cli.main(["synth", "--accelerator", "digits", "--core", "lif"]) != 0
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 def test_report_names_say_the_build():

@@ -20,7 +20,7 @@ from spikeforge.golden.lif import LIFParams
 from spikeforge.golden.program_loader import (AcceleratorConfig, LoadError, Reason,
                                               program_loader)
 from spikeforge.rtl.compact import CompactAccelerator
-from spikeforge.sim.amaranth_runs import run_accelerator, run_loads
+from spikeforge.sim.amaranth_runs import check_runs, run_accelerator, run_loads
 
 
 def compact_program(seed=0, T=4, signed=True, leak=None, reset="subtract"):
@@ -50,22 +50,12 @@ def compact_program(seed=0, T=4, signed=True, leak=None, reset="subtract"):
 
 def run_compare(prog, inputs, cfg):
     got = run_accelerator(CompactAccelerator(cfg), prog.to_bytes(), inputs)
-    assert got["load"] == 0, f"LOAD refused with error {got['load']}"
-    want = run_program(prog, np.stack(inputs))
-    for k, (error, cycles, out) in enumerate(got["runs"]):
-        assert error == 0, f"run {k}: error {error}"
-        assert out.tolist() == want.output[k].reshape(-1).tolist(), f"run {k} output differs"
-        ideal = accelerator_cycles(prog, inputs[k], cfg)
-        layers = got["layer_cycles"][k]
-        assert len(layers) == len(prog.ops) and cycles >= ideal["total"]
-        assert all(m >= i for m, i in zip(layers, ideal["ops"])), (layers, ideal["ops"])
-    c = got["counters"]
-    assert c["inferences"] == len(inputs) and c["ops_total"] == len(inputs) * len(prog.ops)
-    assert c["sats_total"] == sum(want.sat_counts) and c["state"] == State.DONE
+    want = check_runs(got, prog, inputs, cfg)
     # events: the set (channel, plane) bits of the last run's LINEAR / READOUT sources
     bufs = {k: v[-1] for k, v in want.buffers.items()}
     events = sum(int(step_events(bufs[op.src[0]], prog.buffers[op.src[0]].kind,
                                  prog.buffers[op.src[0]].bits).sum()) for op in prog.ops)
+    c = got["counters"]
     assert c["perf_events"] == events
     # PERF cycles: from the run's start to its end, inside the RUN command, around its ops
     assert sum(got["layer_cycles"][-1]) <= c["perf_cycles"] <= got["runs"][-1][1]

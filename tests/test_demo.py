@@ -22,23 +22,24 @@ def test_progress_lines_draw_bars_for_inference_counts():
     assert seen[1] == "  loaded digits-ssa: 11 ops"
 
 
-ROW = {"model": "digits-ssa", "inferences": 20, "quality": "accuracy 0.950",
-       "golden_quality": "accuracy 0.950", "bit_identical": True, "cycles": 10_000,
-       "cycles_vs_ideal": 1.09}
+ROW = {"model": "digits-ssa", "build": "16 lanes", "inferences": 20,
+       "quality": "accuracy 0.950", "golden_quality": "accuracy 0.950", "bit_identical": True,
+       "cycles": 10_000, "cycles_vs_ideal": 1.09,
+       "clock": {"board": "ulx3s", "mhz": 70, "met": True, "fmax": 120.0}}
 
 
-def test_table_rates_at_fmax():
-    text = format_table([ROW, {**ROW, "model": "pinn-sin", "bit_identical": False}],
-                        120.0, "ulx3s Fmax")
-    lines = text.splitlines()
-    assert "12,000" in lines[3]               # 120 MHz / 10,000 cycles
-    assert "NO" in lines[4] and "1.09x" in lines[3]
-    assert "120.0 MHz" in lines[-1]
+def test_table_rates_at_the_board_clock_and_fmax():
+    slow = {**ROW, "model": "pinn-sin", "build": "compact", "bit_identical": False,
+            "clock": {"board": "icebreaker", "mhz": 18, "met": False, "fmax": 15.0}}
+    lines = format_table([ROW, slow]).splitlines()
+    assert "7,000" in lines[3] and "12,000 (120.0 MHz)" in lines[3]   # 70 and 120 MHz / 10k
+    assert "NO" in lines[4] and "1.09x" in lines[3] and "icebreaker 18 MHz (NOT met)" in lines[4]
+    assert "1,800" in lines[4] and "1,500 (15.0 MHz)" in lines[4]
 
 
-def test_table_without_a_clock_says_so():
-    text = format_table([ROW], None, "no board report")
-    assert "n/a" in text and text.splitlines()[-1] == "no board report"
+def test_table_without_a_board_report_says_so():
+    text = format_table([{**ROW, "clock": None}])
+    assert "no report" in text and "n/a" in text
 
 
 def test_bad_counts_are_refused():
