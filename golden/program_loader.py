@@ -78,7 +78,8 @@ class Reason(enum.IntEnum):
     INT_WRITE = 37         # an op other than READOUT writes an INT buffer (or READOUT not INT)
     PLANES = 38            # a LINEAR / READOUT source with more bit planes than the engine
                            # shifts (compact: more channel-planes than its event list holds)
-    OP_BUILD = 39          # an op this build does not execute (compact builds: no ADD)
+    OP_BUILD = 39          # an op this build does not execute (compact builds: no ADD, no
+                           # LINEAR into a UINT buffer)
 
 
 class LoadError(ProgramError):
@@ -176,8 +177,15 @@ class AcceleratorConfig:
             need("weight_width", lambda v: v <= 8, "at most 8 in a compact build (int8 weights)")
             need("max_planes", lambda v: v <= COMPACT_MAX_PLANES,
                  f"at most {COMPACT_MAX_PLANES} in a compact build")
-            # the firmware keeps two words a buffer in its 240-word scratch memory
+            # the firmware keeps two words a buffer in its 240-word scratch memory, an op's
+            # cycles in two of its host block RAM's 16-bit words (from word 32 of 256), and
+            # multiplies 16-bit operands (the input's and the activation memory's sizes)
             need("max_buffers", lambda v: v <= 64, "at most 64 in a compact build")
+            need("max_ops", lambda v: v <= 64, "at most 64 in a compact build")
+            need("act_words", lambda v: v * self.timesteps < 1 << 16,
+                 f"below 65536 / T = {(1 << 16) // self.timesteps} in a compact build")
+            need("max_tokens", lambda v: v * self.max_channels * self.timesteps < 1 << 16,
+                 "such that T x max_tokens x max_channels < 65536 in a compact build")
 
     @property
     def eng_lanes(self) -> int:
@@ -283,16 +291,16 @@ class AcceleratorConfig:
             kw["attn_tokens"], kw["attn_max_block"] = None, min(4, T)
         if compact:
             kw["compact"] = True
-            kw["max_input"] = max(p.buffers[p.input_buffer].tokens
-                                  * p.buffers[p.input_buffer].channels for p in programs)
+            kw["max_input"] = max([1] + [p.buffers[p.input_buffer].tokens
+                                         * p.buffers[p.input_buffer].channels
+                                         for p in programs])
             kw["max_events"] = max([1] + [p.buffers[op.src[0]].channels
                                           * buffer_planes(p.buffers[op.src[0]].kind,
                                                           p.buffers[op.src[0]].bits)
                                           for p, op in mat])
         kw.update(overrides)
         # Memory depths from the layouts of this (possibly overridden) shape.
-        probe = cls(**{**kw, "weight_words": 1 << 30, "bias_words": 1 << 30,
-                       "act_words": 1 << 30})
+        probe = cls(**{**kw, "weight_words": 1, "bias_words": 1, "act_words": 1})
         words = [_layout_sizes(p, probe) for p in programs]
         for i, name in enumerate(("weight_words", "bias_words", "act_words")):
             if name not in overrides:
@@ -577,6 +585,9 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
                     fail(Reason.LIF_BUILD, f"{where}: LIF width {lif.width}, reset {lif.reset}"
                                            f", signed {lif.signed_spikes}; this accelerator "
                                            f"has {cfg.width}, {cfg.reset}, {cfg.signed_spikes}")
+                if lif.reset == "zero" and lif.v_reset != 0:
+                    fail(Reason.LIF_BUILD, f"{where}: v_reset {lif.v_reset}; this "
+                                           "accelerator's LIF resets to 0")
                 if lif.in_width > cfg.current_width:
                     fail(Reason.LIF_BUILD, f"{where}: current width {lif.in_width} exceeds "
                                            f"the build's {cfg.current_width}")
@@ -601,6 +612,9 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
             if bias is not None and bias.size and (bias.min() < lo or bias.max() > hi):
                 fail(Reason.BIAS_RANGE, f"{where}: biases outside signed {cfg.bias_width} bits")
             if cfg.compact:        # weights and biases are read in place from the image
+                if op.op == Op.LINEAR and dst.kind == BufKind.UINT:
+                    fail(Reason.OP_BUILD, f"{where}: a compact build writes a LINEAR's spikes "
+                                          "to SPIKES or SIGNED_SPIKES buffers only")
                 if op.op == Op.READOUT:
                     readouts.append(i)
                 written.add(op.dst)
@@ -628,10 +642,12 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
             if op.block > cfg.attn_max_block:
                 fail(Reason.ATTN_BLOCK, f"{where}: block {op.block} exceeds the core's "
                                         f"{cfg.attn_max_block}")
-            if lif.width != cfg.width or lif.reset != cfg.attn_reset or lif.signed_spikes:
+            if lif.width != cfg.width or lif.reset != cfg.attn_reset or lif.signed_spikes or \
+                    (lif.reset == "zero" and lif.v_reset != 0):
                 fail(Reason.LIF_BUILD, f"{where}: LIF width {lif.width}, reset {lif.reset}, "
-                                       f"signed {lif.signed_spikes}; the attention core has "
-                                       f"{cfg.width}, {cfg.attn_reset}, unsigned")
+                                       f"signed {lif.signed_spikes}, v_reset {lif.v_reset}; "
+                                       f"the attention core has {cfg.width}, "
+                                       f"{cfg.attn_reset}, unsigned, 0")
         written.add(op.dst)
     out = prog.buffers[prog.output_buffer]
     if len(readouts) != 1 or out.kind != BufKind.INT or \

@@ -44,6 +44,17 @@ def accumulator_width(n_in: int, weight_width: int, bias_width: int | None = Non
     return int(worst).bit_length() + 1
 
 
+def plane_sum_width(n_in: int, weight_width: int, planes: int,
+                    bias_width: int | None = None) -> int:
+    """Smallest signed width that holds any sum of n_in weights over `planes` bit planes of
+    an unsigned input (plane p adds its weights << p: up to n_in·2^(w-1)·(2^planes - 1)),
+    plus a bias of `bias_width` bits."""
+    worst = n_in * -signed_range(weight_width)[0] * ((1 << planes) - 1)
+    if bias_width is not None:
+        worst += -signed_range(bias_width)[0]
+    return int(worst).bit_length() + 1
+
+
 def synapse_engine(events, weights, timesteps: int, bias=None, weight_width: int = 8,
                    bias_width: int | None = None) -> np.ndarray:
     """Currents [T, N_out] for an event list [(index, word)] and weights [N_out, N_in].

@@ -37,7 +37,7 @@ from amaranth.utils import bits_for, ceil_log2
 from ..golden.compile import BufKind
 from ..golden.host_link import Space
 from ..golden.program_loader import COMPACT_ACT_LANES, AcceleratorConfig
-from ..golden.synapse import accumulator_width
+from ..golden.synapse import plane_sum_width
 from .host_link import device_signature
 from .lif_array import LIFArray, LIFOp
 from .microcode import MicroEngine
@@ -134,8 +134,9 @@ class Status(enum.IntFlag):
 
 
 class WalkMode(enum.IntFlag):
-    UINT = 1            # source planes are bits of an unsigned integer (weight x 2^plane)
-    SIGNED = 2          # source plane 1 is the -1 plane
+    # the two low bits are the source's BufKind (SPIKES 0, SIGNED_SPIKES 1, UINT 2)
+    SIGNED = 1          # source plane 1 is the -1 plane
+    UINT = 2            # source planes are bits of an unsigned integer (weight x 2^plane)
     READOUT = 4
     BIAS = 8
     FIRST = 16          # the LIF's first timestep (FIRST: from v = 0)
@@ -146,7 +147,7 @@ class WalkMode(enum.IntFlag):
 def compact_widths(cfg: AcceleratorConfig) -> dict:
     """Datapath widths of a compact build: the exact sum of a unit, after the shift, plus the
     bias, and a readout total over T x tokens."""
-    acc = accumulator_width(cfg.max_in, cfg.weight_width) + cfg.max_planes - 1
+    acc = plane_sum_width(cfg.max_in, cfg.weight_width, cfg.max_planes)
     shifted = acc + MAX_LEFT_SHIFT
     x = max(shifted, cfg.bias_width) + 1
     total = x + bits_for(cfg.timesteps * cfg.max_tokens)
@@ -216,9 +217,12 @@ class CompactAccelerator(wiring.Component):
         self.engine = MicroEngine(self.rom, fail_vector=self.labels["fail"],
                                   trap_vector=self.labels["abort"],
                                   addr_width=max(1, ceil_log2(cfg.program_bytes + 1)))
+        # (its input carries the currents and, on a LOAD pass, v0: as wide as both)
         self.lif = LIFArray(n=cfg.max_neurons, lanes=1, width=cfg.width,
-                            current_width=cfg.current_width, theta=1, reset=cfg.reset,
-                            signed_spikes=cfg.signed_spikes, compact=True)
+                            current_width=max(cfg.width, cfg.current_width), theta=1,
+                            reset=cfg.reset, signed_spikes=cfg.signed_spikes, compact=True)
+        # neurons of a LINEAR or outputs of a READOUT: the bias cache, the walk's counters
+        self.units = max(cfg.max_neurons, cfg.max_readout)
         self.act_depth = cfg.act_words * T
         self.ev_depth = 1 << ceil_log2(max(2, cfg.events))
         # the activation memory (a handle for tests: `act_mem.data[k]` in a testbench)
@@ -254,7 +258,7 @@ class CompactAccelerator(wiring.Component):
         m.submodules.events = ev_mem = Memory(attrs=NO_RW, shape=ev_layout, depth=2 * self.ev_depth,
                                               init=[])
         m.submodules.bias = bias_mem = Memory(attrs=NO_RW, shape=signed(cfg.bias_width),
-                                              depth=cfg.max_neurons, init=[])
+                                              depth=self.units, init=[])
         m.submodules.sums = sum_mem = Memory(attrs=NO_RW, shape=signed(W["total"]), depth=cfg.max_readout,
                                              init=[])
         in_rd, in_wr = in_mem.read_port(), in_mem.write_port(granularity=8)
@@ -509,8 +513,8 @@ class CompactAccelerator(wiring.Component):
         w_shift = reg(PortOut.W_SHIFT, signed(6))
         w_period = reg(PortOut.W_PERIOD, 9)
         w_mask = reg(PortOut.W_MASK, signed(32))
-        w_neurons = reg(PortOut.W_NEURONS, range(cfg.max_neurons + 1))
-        mode = {f: w_mode[k] for k, f in enumerate(("uint", "signed", "readout", "bias",
+        w_neurons = reg(PortOut.W_NEURONS, range(self.units + 1))
+        mode = {f: w_mode[k] for k, f in enumerate(("signed", "uint", "readout", "bias",
                                                     "first", "sum_init", "spikes2"))}
         # issue: unit i_j, its cycle i_t (the event read while i_t < K)
         i_busy, i_bank = Signal(), Signal()
@@ -581,7 +585,7 @@ class CompactAccelerator(wiring.Component):
                          sh_left.eq(sh_left - 1)]
         # B: `repeat` neurons (READOUT: one output) get the value + their bias
         b_cur = Signal(signed(W["shifted"]))
-        b_n = Signal(range(cfg.max_neurons + 1))      # neuron (READOUT: output) index
+        b_n = Signal(range(self.units + 1))            # neuron (READOUT: output) index
         b_issue = b_left != 0
         with m.If(take):
             m.d.sync += [b_cur.eq(sh_val), b_left.eq(Mux(mode["readout"], 1, repeat))]
@@ -615,14 +619,14 @@ class CompactAccelerator(wiring.Component):
             m.d.sync += [b_n.eq(0), walk_error.eq(0)]
 
         # the v0 LOAD pass and the bias fill
-        l_left = Signal(range(cfg.max_neurons + 1))
+        l_left = Signal(range(self.units + 1))
         l_n = Signal.like(l_left)
         l_v0 = Signal(signed(cfg.width))
         with m.If(strobe(PortOut.W_LOAD)):
             m.d.sync += [l_left.eq(w_neurons), l_n.eq(0), l_v0.eq(io_wdata)]
         f_busy, f_phase = Signal(), Signal()
         f_addr = Signal(range(cfg.program_bytes + 1))
-        f_n = Signal(range(cfg.max_neurons + 1))
+        f_n = Signal(range(self.units + 1))
         f_k = Signal(2)
         f_val = Signal(32)
         with m.If(strobe(PortOut.W_BIAS)):
@@ -691,6 +695,9 @@ class CompactAccelerator(wiring.Component):
         spike = lif.o.payload.spikes[0]
         lif_index = lif.o.payload.index
         lif_bit = lif.o.valid & (lif.o.payload.op != LIFOp.LOAD)
+        if cfg.signed_spikes:       # a -1 spike into a SPIKES buffer: out of its range
+            with m.If(lif_bit & (spike.as_signed() == -1) & ~mode["spikes2"]):
+                m.d.sync += walk_error.eq(1)
 
         # ------------------------------------------------------------------- encode
         e_in = reg(PortOut.E_IN, range(cfg.input_elements + 1))

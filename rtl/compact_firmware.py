@@ -77,6 +77,9 @@ class Firmware:
         self.a.chkz(12, reason)
 
     def chk_le_const(self, x, limit, reason):   # x <= limit (unsigned constant)
+        if limit + 1 < 1 << 17:                 # x < limit + 1, an immediate
+            self.chk_ltu(x, limit + 1, reason)
+            return
         self.a.li(12, limit)
         self.chk_leu(x, 12, reason)
 
@@ -114,6 +117,13 @@ class Firmware:
         """rd = field of buffer `id_reg` (its 8-byte entry after the header)."""
         self.a.mul(rd, id_reg, BUF_BYTES)
         getattr(self.a, load)(rd, rd, HEADER.size + offset)
+
+    def buf_fields(self, id_reg, entry, fields):
+        """Several fields of buffer `id_reg`: r[entry] = its entry's offset, then each
+        (rd, offset, load) of `fields` (rd != entry)."""
+        self.a.mul(entry, id_reg, BUF_BYTES)
+        for rd, offset, load in fields:
+            getattr(self.a, load)(rd, entry, HEADER.size + offset)
 
     def planes(self, rd, kind, bits):
         """rd = activation planes of a buffer kind: UINT its bits, else (kind + 1) & 3
@@ -528,12 +538,9 @@ def _capability(fw):
     a.label(loop)
     a.sltu(12, 7, R(4))
     a.bz(12, done)
-    fw.buf_field(1, 7, 0)                                # tokens
-    fw.chk_le_const(1, cfg.max_tokens, Reason.BUFFER_SIZE)
-    fw.buf_field(2, 7, 2)                                # channels
-    fw.chk_le_const(2, cfg.max_channels, Reason.BUFFER_SIZE)
-    fw.buf_field(3, 7, 4, "ldb")                         # kind
-    fw.buf_field(5, 7, 5, "ldb")                         # bits
+    fw.buf_fields(7, 8, [(1, 0, "ldh"), (2, 2, "ldh"), (3, 4, "ldb"), (5, 5, "ldb")])
+    fw.chk_le_const(1, cfg.max_tokens, Reason.BUFFER_SIZE)      # tokens
+    fw.chk_le_const(2, cfg.max_channels, Reason.BUFFER_SIZE)    # channels
     not_uint, not_int, sized = fw.uniq("not_uint"), fw.uniq("not_int"), fw.uniq("sized")
     a.xor(12, 3, int(BufKind.UINT))
     a.bnz(12, not_uint)
@@ -609,9 +616,10 @@ def _capability_op(fw):
     a.ldb(3, 13, 2)
     _buffer_planes(fw, 4, 3)
     fw.chk_le_const(4, cfg.max_planes, Reason.PLANES)
-    fw.buf_field(3, 3, 2)                                # channels x planes <= the events
-    a.mul(4, 4, R(3))
-    fw.chk_le_const(4, cfg.events, Reason.PLANES)
+    if cfg.max_events is not None:
+        fw.buf_field(3, 3, 2)                            # channels x planes <= the events
+        a.mul(4, 4, R(3))
+        fw.chk_le_const(4, cfg.max_events, Reason.PLANES)
     a.li(6, 1)                                           # r6 = repeat (READOUT 1)
     readout = fw.uniq("cap_readout")
     a.xor(12, 1, int(Op.READOUT))
@@ -624,6 +632,12 @@ def _capability_op(fw):
     fw.chk_eq(4, int(cfg.reset == "zero"), Reason.LIF_BUILD)
     fw.a.and_(4, 3, 1)
     fw.chk_eq(4, int(cfg.signed_spikes), Reason.LIF_BUILD)
+    fw.a.and_(4, 3, 2)                                   # reset to v_reset: only to 0 here
+    no_vreset = fw.uniq("no_vreset")
+    a.bz(4, no_vreset)
+    a.ldw(4, 13, 24)
+    a.chkz(4, Reason.LIF_BUILD)
+    a.label(no_vreset)
     a.ldb(3, 13, 18)
     fw.chk_le_const(3, cfg.current_width, Reason.LIF_BUILD)
     lo, hi = signed_range(cfg.width)
@@ -652,8 +666,13 @@ def _capability_op(fw):
     a.ldb(3, 13, 19)
     fw.chk_le_const(3, cfg.weight_width, Reason.WEIGHT_BITS)
     _bias_range(fw)
+    readout2 = fw.uniq("readout2")
     a.xor(12, 1, int(Op.READOUT))
-    a.bnz(12, written)
+    a.bz(12, readout2)
+    fw.buf_field(3, 8, 4, "ldb")                         # a LINEAR writes spikes, not UINT
+    fw.chk_ltu(3, int(BufKind.UINT), Reason.OP_BUILD)
+    a.j(written)
+    a.label(readout2)
     fw.lds(3, SC_READOUTS)
     a.add(3, 3, 1)
     fw.sts(3, SC_READOUTS)
@@ -745,6 +764,8 @@ def _loaded(fw):
     a.out(PortOut.OUTPUT_SIZE, 0)
     a.out(PortOut.RAN, 0)
     a.out(PortOut.REASON, 0)
+    a.out(PortOut.CLEAR_INPUT, 0)                        # the input reads 0 after a LOAD
+    fw.wait(Status.CLEAR_BUSY)
     a.li(1, 1)
     a.out(PortOut.LOADED, 1)
     _answer(fw, State.READY)
@@ -800,11 +821,9 @@ def _encode(fw):
     """ENCODE: per (token, t) the input elements' planes into the input buffer's words."""
     a, cfg = fw.a, fw.cfg
     T = cfg.timesteps
-    a.ldb(1, 0, 12)                                      # r1 = input buffer
-    fw.buf_field(2, 1, 0)                                # r2 = tokens
-    fw.buf_field(3, 1, 2)                                # r3 = channels
-    fw.buf_field(4, 1, 4, "ldb")                         # r4 = kind
-    fw.buf_field(5, 1, 5, "ldb")                         # bits
+    a.ldb(1, 0, 12)                                      # r1 = input buffer: r2 tokens,
+    fw.buf_fields(1, 13, [(2, 0, "ldh"), (3, 2, "ldh"),  # r3 channels, r4 kind, r5 bits
+                          (4, 4, "ldb"), (5, 5, "ldb")])
     fw.planes(6, 4, 5)                                   # r6 = planes
     # the destination's largest value: 1 (spikes) or 2^bits - 1 (int16 inputs: <= 32767)
     hi_done = fw.uniq("hi")
@@ -856,9 +875,8 @@ def _run_op(fw):
     fw.sts(1, SC_OPKIND)
     # the source: words a step, its tokens' stride, channel-planes (skipped counts)
     a.ldb(2, 13, 2)
-    fw.buf_field(3, 2, 0)
+    fw.buf_fields(2, 9, [(3, 0, "ldh"), (4, 2, "ldh")])  # r3 tokens, r4 channels
     fw.sts(3, SC_TOKENS)
-    fw.buf_field(4, 2, 2)                                # r4 = src channels
     _buffer_planes(fw, 5, 2)                             # r5 = src planes
     a.mul(6, 4, R(5))
     fw.sts(6, SC_CP)
@@ -872,18 +890,8 @@ def _run_op(fw):
     a.lds(6, 2, SC_BASE)
     a.mul(6, 6, T)
     fw.sts(6, SC_SRC_TOK)
-    # the mode: source kind, READOUT, bias, destination planes
-    fw.buf_field(6, 2, 4, "ldb")
-    a.li(9, 0)
-    kind_done = fw.uniq("kind")
-    a.li(9, int(WalkMode.UINT))
-    a.xor(12, 6, int(BufKind.UINT))
-    a.bz(12, kind_done)
-    a.li(9, int(WalkMode.SIGNED))
-    a.xor(12, 6, int(BufKind.SIGNED_SPIKES))
-    a.bz(12, kind_done)
-    a.li(9, 0)
-    a.label(kind_done)
+    # the mode: the source's kind (WalkMode's low bits), READOUT, bias, destination planes
+    fw.buf_field(9, 2, 4, "ldb")
     a.ldb(6, 13, 6)                                      # bias: the flag and rows != 0
     fw.a.and_(6, 6, 4)
     no_bias = fw.uniq("nobias")
@@ -911,8 +919,10 @@ def _run_op(fw):
     linear, setup_done = fw.uniq("linear"), fw.uniq("setup_done")
     a.xor(12, 1, int(Op.READOUT))
     a.bnz(12, linear)
-    # READOUT: no shift, no LIF
+    # READOUT: no shift, no LIF, one bias row (golden adds bias[0] for every token)
     a.or_(9, 9, int(WalkMode.READOUT))
+    a.li(3, 1)
+    fw.sts(3, SC_ROWS)
     a.out(PortOut.W_SHIFT, 0)
     a.li(3, 2)
     a.out(PortOut.W_PERIOD, 3)
@@ -924,12 +934,8 @@ def _run_op(fw):
     a.ldb(10, 13, 12)
     a.ldb(3, 13, 41)                                     # acc_shift in [-31, 7]
     a.sext(3, 3, 8)
-    a.li(4, -31)
-    a.slt(12, 3, R(4))
-    a.chkz(12, Error.BAD_INPUT)
-    a.li(4, MAX_LEFT_SHIFT)
-    a.slt(12, 4, R(3))
-    a.chkz(12, Error.BAD_INPUT)
+    a.add(4, 3, 31)
+    fw.chk_ltu(4, MAX_LEFT_SHIFT + 32, Error.BAD_INPUT)
     a.out(PortOut.W_SHIFT, 3)
     positive = fw.uniq("abs")
     a.slt(12, 3, 0)
@@ -954,7 +960,6 @@ def _run_op(fw):
     a.bz(12, leak_done)
     a.or_(3, 3, 256)
     a.label(leak_done)
-    fw.a.and_(3, 3, 0x1FF)
     a.out(PortOut.LIF_LEAK, 3)
     a.ldw(3, 13, 20)
     a.out(PortOut.LIF_THETA, 3)
@@ -1082,7 +1087,8 @@ def _run_op(fw):
     fw.sts(1, SC_TOK)
     a.j(tok_loop)
     a.label(tok_done)
-    # READOUT: range-check the totals and write them as int32
+    # READOUT: range-check every total, then write them as int32 (a refused run leaves the
+    # output as it was); a source without tokens sums to 0
     fw.lds(1, SC_OPKIND)
     written = fw.uniq("readout_written")
     a.xor(12, 1, int(Op.READOUT))
@@ -1090,28 +1096,36 @@ def _run_op(fw):
     fw.lds(2, SC_NOUT)
     fw.lds(5, SC_DSTBITS)
     a.sub(5, 5, 1)
-    a.li(1, 0)
-    out_loop = fw.uniq("out")
-    a.label(out_loop)
-    a.sltu(12, 1, R(2))
-    a.bz(12, written)
-    a.out(PortOut.SUM_ADDR, 1)
-    a.add(0, 0, 0)                                       # the sum memory answers a cycle later
-    a.inp(3, PortIn.SUM_LO)
-    a.inp(4, PortIn.SUM_HI)
-    a.sra(6, 3, 31)                                      # the high word: the low's sign only
-    fw.chk_eq(4, R(6), Error.BAD_INPUT)
-    a.sra(6, 3, R(5))                                    # and within the INT's bits
-    a.add(6, 6, 1)
-    fw.chk_ltu(6, 2, Error.BAD_INPUT)
-    a.shl(4, 1, 2)
-    a.out(PortOut.OUT_ADDR, 4)
-    for k in range(4):
-        a.out(PortOut.OUT_BYTE, 3)
-        if k < 3:
-            a.shr(3, 3, 8)
-    a.add(1, 1, 1)
-    a.j(out_loop)
+    fw.lds(7, SC_TOKENS)
+
+    def total(fw=fw):                                    # r3, r4 = total j (r1); 0: no tokens
+        a.out(PortOut.SUM_ADDR, 1)
+        a.inp(3, PortIn.SUM_LO)
+        a.inp(4, PortIn.SUM_HI)
+        some = fw.uniq("tokens")
+        a.bnz(7, some)
+        a.li(3, 0)
+        a.li(4, 0)
+        a.label(some)
+
+    def check(fw=fw):
+        total()
+        a.sra(6, 3, 31)                                  # the high word: the low's sign only
+        fw.chk_eq(4, R(6), Error.BAD_INPUT)
+        a.sra(6, 3, R(5))                                # and within the INT's bits
+        a.add(6, 6, 1)
+        fw.chk_ltu(6, 2, Error.BAD_INPUT)
+
+    def write(fw=fw):
+        total()
+        a.shl(4, 1, 2)
+        a.out(PortOut.OUT_ADDR, 4)
+        for k in range(4):
+            a.out(PortOut.OUT_BYTE, 3)
+            if k < 3:
+                a.shr(3, 3, 8)
+    fw.loop(1, R(2), check)
+    fw.loop(1, R(2), write)
     a.label(written)
     fw.lds(11, SC_OP)
     fw.lds(13, SC_OPBASE)

@@ -181,7 +181,8 @@ class Assembler:
             if is_reg:
                 field = _reg(b)
             else:
-                if not isinstance(b, int) or not -(1 << (IMM_BITS - 1)) <= b < 1 << IMM_BITS:
+                # (sign-extended from IMM_BITS: 2^17 and above would turn negative)
+                if not isinstance(b, int) or not -(1 << (IMM_BITS - 1)) <= b < 1 << (IMM_BITS - 1):
                     raise AsmError(f"instruction {k} ({op.name}): immediate {b!r} does not "
                                    f"fit {IMM_BITS} bits")
                 field = (b & ((1 << IMM_BITS) - 1)) | 1 << IMM_BITS

@@ -243,6 +243,8 @@ class ProgramLoader(wiring.Component):
         leak_bad = flag((o_leak != 0xFF) & (o_leak >= W), "leak_bad")
         theta_bad = flag((o_theta <= 0) | (o_theta > hi_w), "theta_bad")
         vr_bad = flag((o_vreset < lo_w) | (o_vreset > hi_w), "vr_bad")
+        # the build's LIFs reset to 0: a reset-to-v_reset op with another v_reset is refused
+        vreset_set = flag(o_vreset != 0, "vreset_set")
         v0_bad = flag((o_v0 < lo_w) | (o_v0 > hi_w), "v0_bad")
         waddr_bad = flag(o_waddr > h_blob, "waddr_bad")
         baddr_bad = flag(o_baddr > h_blob, "baddr_bad")
@@ -285,15 +287,15 @@ class ProgramLoader(wiring.Component):
                        (o_heads == 0) | (ch[3] != att_ch) |
                        (tk[3] != attn_tokens)), Reason.ATTN_SHAPE),
             (is_att & ~block_ok, Reason.ATTN_BLOCK),
-            (is_att & ((reset_zero != int(cfg.attn_reset == "zero")) | signed_f),
-             Reason.LIF_BUILD),
+            (is_att & ((reset_zero != int(cfg.attn_reset == "zero")) | signed_f |
+                       (reset_zero & vreset_set)), Reason.LIF_BUILD),
             (is_add & ((ch[0] != ch[3]) | (ch[1] != ch[3])), Reason.SHAPE),
             (src_kind_int, Reason.INT_READ),
             (src_unwritten, Reason.UNWRITTEN),
             ((dinfo.kind == BufKind.INT) != is_ro, Reason.INT_WRITE),
             (is_lin & ((reset_zero != int(cfg.reset == "zero")) |
-                       (signed_f != int(cfg.signed_spikes)) | (o_curw > cfg.current_width)),
-             Reason.LIF_BUILD),
+                       (signed_f != int(cfg.signed_spikes)) | (o_curw > cfg.current_width) |
+                       (reset_zero & vreset_set)), Reason.LIF_BUILD),
             (is_lin & v0_bad, Reason.V0),
             (is_lin & (o_repeat != 1) & ((o_repeat == 0) | (o_repeat[:lp] != 0)
                                           if lp else (o_repeat == 0)), Reason.REPEAT),

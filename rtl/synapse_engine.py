@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from ..golden.lif import signed_range
-from ..golden.synapse import accumulator_width
+from ..golden.synapse import plane_sum_width
 from .lif_array import LIFOp
 
 
@@ -71,12 +71,12 @@ class SynapseEngine(wiring.Component):
         self.weight_depth = n_in * self.groups if weight_depth is None else weight_depth
         if not isinstance(self.weight_depth, int) or self.weight_depth < 1:
             raise ValueError(f"weight_depth must be a positive integer, got {weight_depth!r}")
-        # Exact for n_in events per plane: each plane doubles the largest magnitude.
-        exact = accumulator_width(n_in, weight_width) + max_shift
+        # Exact for n_in events in each of the max_shift + 1 planes (plane p: << p).
+        exact = plane_sum_width(n_in, weight_width, max_shift + 1)
         if acc_width is not None and (not isinstance(acc_width, int) or acc_width < 2):
             raise ValueError(f"acc_width must be None or an integer >= 2, got {acc_width!r}")
         self.acc_width = exact if acc_width is None else acc_width
-        self.current_width = (accumulator_width(n_in, weight_width, bias_width) + max_shift
+        self.current_width = (plane_sum_width(n_in, weight_width, max_shift + 1, bias_width)
                               if acc_width is None else
                               self.acc_width if bias_width is None else
                               max(self.acc_width, bias_width) + 1)

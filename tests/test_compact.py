@@ -290,3 +290,99 @@ def test_compact_refusals_match_the_golden_loader():
         for (name, _), (error, reason) in zip(items, got):
             assert error == Error.BAD_PROGRAM, name
             assert Reason(reason) == want[name], (name, Reason(reason), want[name])
+
+
+# ------------------------------------------------------------------ review regressions
+
+def _mini(T=2, tokens=1, n_in=4, kind=BufKind.SPIKES, bits=1, n_out=3, repeat=1, dst=None,
+          lif=None, readout=2, out_tokens=1, out_bits=32, ro_bias_rows=1, seed=0, lin_w=None,
+          v0=0, ro_w=20, ro_weights=None):
+    """LINEAR (optional) then READOUT, small: the review's edge cases."""
+    rng = np.random.default_rng(seed)
+    b = _Builder(T)
+    x = b.buffer(tokens, n_in, kind, bits)
+    src = x
+    if lif is not None:
+        h = b.buffer(tokens, n_out * repeat, dst if dst is not None else BufKind.SPIKES)
+        w = lin_w if lin_w is not None else rng.integers(-30, 31, size=(n_out, n_in))
+        b.matrix_op(Op.LINEAR, x, h, w, None, 8, lif=lif, repeat=repeat, v0=v0)
+        src = h
+    o = b.buffer(out_tokens, readout, BufKind.INT, out_bits)
+    ch = b.buffers[src].channels
+    bias = rng.integers(-9, 10, size=(ro_bias_rows, readout))
+    w = ro_weights if ro_weights is not None else rng.integers(-ro_w, ro_w + 1,
+                                                                size=(readout, ch))
+    b.matrix_op(Op.READOUT, src, o, w, bias, 8)
+    return b.program(x, o)
+
+
+def _exact(prog, inputs):
+    cfg = AcceleratorConfig.for_programs(prog, compact=True)
+    got = run_accelerator(CompactAccelerator(cfg), prog.to_bytes(), inputs)
+    return got, run_program(prog, np.stack(inputs)).output.reshape(len(inputs), -1)
+
+
+def test_review_readout_wider_than_the_neurons_and_per_token_bias_rows():
+    """More READOUT outputs than LIF neurons (the bias cache and walk counters are sized by
+    both), and a READOUT with two bias rows (golden adds row 0 for every token)."""
+    lif = LIFParams(theta=3, width=16, reset="zero")
+    prog = _mini(tokens=2, n_out=2, lif=lif, readout=6, out_tokens=2, ro_bias_rows=2)
+    rng = np.random.default_rng(1)
+    x = [rng.integers(0, 2, size=(2, 2, 4)) for _ in range(2)]
+    got, want = _exact(prog, x)
+    assert [r[0] for r in got["runs"]] == [0, 0]
+    assert [r[2].tolist() for r in got["runs"]] == want.tolist()
+
+
+def test_review_wide_sums_v0_wider_than_the_current_and_signed_spikes_into_spikes():
+    # 100 UINT4 channels at 15, weights 127: a sum that needs the exact plane-sum width
+    prog = _mini(T=1, n_in=100, kind=BufKind.UINT, bits=4, readout=1, ro_w=127)
+    w = prog.weights(prog.ops[0])
+    prog.blob = prog.blob[:prog.ops[0].weight_addr] + np.full(w.shape, 127, np.int8).tobytes() \
+        + prog.blob[prog.ops[0].weight_addr + w.size:]
+    got, want = _exact(prog, [np.full((1, 1, 100), 15)])
+    assert got["runs"][0][0] == 0 and got["runs"][0][2].tolist() == want[0].tolist()
+    # v0 = 200 with an 8-bit current: the LOAD pass carries the membrane's 16 bits
+    lif = LIFParams(theta=250, width=16, reset="zero", current_width=8)
+    prog = _mini(T=2, lif=lif, v0=200, n_out=2, lin_w=np.full((2, 4), 30))
+    got, want = _exact(prog, [np.ones((2, 1, 4), dtype=int)])
+    assert got["runs"][0][0] == 0 and got["runs"][0][2].tolist() == want[0].tolist()
+    # a signed LIF into a SPIKES buffer: a -1 spike is out of its range, BAD_INPUT as golden
+    lif = LIFParams(theta=5, width=16, reset="subtract", signed_spikes=True)
+    prog = _mini(T=2, lif=lif, n_out=2, lin_w=np.full((2, 4), -30))
+    with pytest.raises(ValueError):
+        run_program(prog, np.ones((1, 2, 1, 4), dtype=int))
+    cfg = AcceleratorConfig.for_programs(prog, compact=True)
+    got = run_accelerator(CompactAccelerator(cfg), prog.to_bytes(), [np.ones((2, 1, 4), int)])
+    assert got["runs"][0][0] == Error.BAD_INPUT
+
+
+def test_review_refused_readout_keeps_the_output_and_zero_tokens_sum_to_zero():
+    # 8-bit INT output: the first input fits, the second does not (BAD_INPUT): OUTPUT keeps
+    # the first run's totals, as golden's device
+    prog = _mini(T=2, n_in=4, readout=2, out_bits=8, ro_weights=np.full((2, 4), 20))
+    small, big = np.zeros((2, 1, 4), dtype=int), np.ones((2, 1, 4), dtype=int)
+    with pytest.raises(ValueError):
+        run_program(prog, big[None])
+    cfg = AcceleratorConfig.for_programs(prog, compact=True)
+    got = run_accelerator(CompactAccelerator(cfg), prog.to_bytes(), [small, big])
+    assert [r[0] for r in got["runs"]] == [0, Error.BAD_INPUT]
+    first = run_program(prog, small[None]).output.reshape(-1).tolist()
+    assert got["runs"][1][2].tolist() == first
+    # a source of no tokens: the READOUT's totals are 0 + T·0·bias = 0
+    prog = _mini(T=2, tokens=0, readout=2)
+    got, want = _exact(prog, [np.zeros((2, 0, 4), dtype=int)])
+    assert got["runs"][0][0] == 0 and got["runs"][0][2].tolist() == want[0].tolist() == [0, 0]
+
+
+def test_review_refusals_v_reset_and_linear_into_uint():
+    lif = LIFParams(theta=5, width=16, reset="zero", v_reset=3)
+    p_vreset = _mini(lif=lif)
+    p_uint = _mini(lif=LIFParams(theta=5, width=16, reset="zero"), dst=BufKind.UINT)
+    for prog, code in ((p_vreset, Reason.LIF_BUILD), (p_uint, Reason.OP_BUILD)):
+        cfg = AcceleratorConfig.for_programs(prog, compact=True)
+        with pytest.raises(LoadError) as e:
+            program_loader(prog.to_bytes(), cfg)
+        assert e.value.code == code
+        (error, reason), = run_loads(CompactAccelerator(cfg), [prog.to_bytes()])
+        assert error == Error.BAD_PROGRAM and Reason(reason) == code

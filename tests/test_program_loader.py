@@ -231,6 +231,8 @@ def refusal_cases(prog, cfg):
     add_case("weight bits", img, Reason.WEIGHT_BITS, replace(cfg, weight_width=7))
     add_case("bias range", img, Reason.BIAS_RANGE, replace(cfg, bias_width=8))
     add_case("v0", _edit(prog, o(lin, 28), "<i", 40000), Reason.V0)
+    # reset to v_reset with v_reset != 0: the build's LIFs reset to 0
+    add_case("v reset", _edit(prog, o(lin, 24), "<i", 5), Reason.LIF_BUILD)
     add_case("size limit", img, Reason.SIZE_LIMIT, replace(cfg, max_in=5))
     add_case("weight memory", img, Reason.WEIGHT_MEMORY, replace(cfg, weight_words=40))
     add_case("bias memory", img, Reason.BIAS_MEMORY, replace(cfg, bias_words=20))
@@ -360,7 +362,7 @@ def test_rtl_reduced_digits_tables(small, engine_lanes):
     assert rtl["cycles"] == loader_cycles(loaded, cfg)
 
 
-RTL_FAULTS = ["magic", "version", "size", "crc flip", "buffer id", "weight range",
+RTL_FAULTS = ["magic", "version", "size", "crc flip", "buffer id", "weight range", "v reset",
               "no attention", "unwritten", "bias range", "planes",
               # every refusal of the copy pipeline
               "blob range", "weight memory", "bias memory",
