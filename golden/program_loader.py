@@ -615,18 +615,15 @@ def check_capability(prog: Program, cfg: AcceleratorConfig) -> None:
                 if op.op == Op.LINEAR and dst.kind == BufKind.UINT:
                     fail(Reason.OP_BUILD, f"{where}: a compact build writes a LINEAR's spikes "
                                           "to SPIKES or SIGNED_SPIKES buffers only")
-                if op.op == Op.READOUT:
-                    readouts.append(i)
-                written.add(op.dst)
-                continue
-            wwords += op.n_in * _ceil(op.n_out, cfg.eng_lanes)
-            if wwords > cfg.weight_words:
-                fail(Reason.WEIGHT_MEMORY, f"{where}: weights need {wwords} words, the build "
-                                           f"has {cfg.weight_words}")
-            bwords += op.bias_rows * _ceil(neurons, P)
-            if bwords > cfg.bias_words:
-                fail(Reason.BIAS_MEMORY, f"{where}: biases need {bwords} words, the build "
-                                         f"has {cfg.bias_words}")
+            else:
+                wwords += op.n_in * _ceil(op.n_out, cfg.eng_lanes)
+                if wwords > cfg.weight_words:
+                    fail(Reason.WEIGHT_MEMORY, f"{where}: weights need {wwords} words, the "
+                                               f"build has {cfg.weight_words}")
+                bwords += op.bias_rows * _ceil(neurons, P)
+                if bwords > cfg.bias_words:
+                    fail(Reason.BIAS_MEMORY, f"{where}: biases need {bwords} words, the build "
+                                             f"has {cfg.bias_words}")
             if op.op == Op.READOUT:
                 readouts.append(i)
         elif op.op == Op.ADD and cfg.compact:
