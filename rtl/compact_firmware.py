@@ -24,11 +24,6 @@ from ..golden.lif import signed_range
 from ..golden.program_loader import COMPACT_ACT_LANES, AcceleratorConfig, Reason
 from .compact import MAX_LEFT_SHIFT, PortIn, PortOut, Status, WalkMode
 from .host_link import REG_OFFSET
-
-
-def REG(name, word=0):
-    """The OUT port of register-map word `word` of register `name` (host_link.REGISTERS)."""
-    return PortOut.REG0 + REG_OFFSET[name] // 4 + word
 from .microcode import Assembler, R
 
 OP_BYTES, BUF_BYTES = 48, 8
@@ -43,6 +38,12 @@ SC_WORDS, SC_CP, SC_MODEBITS, SC_BIAS, SC_ROWS, SC_V0 = 16, 17, 18, 19, 20, 21
 SC_NEURONS, SC_OPKIND, SC_T, SC_READOUTS, SC_READOUT_OP, SC_OPBASE = 22, 23, 24, 25, 26, 27
 SC_NOUT, SC_TOKENS, SC_DSTBITS = 28, 29, 30
 SC_BASE = 32                      # + buffer id: activation base (buffer words)
+
+
+
+def REG(name, word=0):
+    """The OUT port of register-map word `word` of register `name` (host_link.REGISTERS)."""
+    return PortOut.REG0 + REG_OFFSET[name] // 4 + word
 
 
 class Firmware:
@@ -115,12 +116,11 @@ class Firmware:
 
     def buf_field(self, rd, id_reg, offset, load="ldh"):
         """rd = field of buffer `id_reg` (its 8-byte entry after the header)."""
-        self.a.mul(rd, id_reg, BUF_BYTES)
-        getattr(self.a, load)(rd, rd, HEADER.size + offset)
+        self.buf_fields(id_reg, rd, [(rd, offset, load)])
 
     def buf_fields(self, id_reg, entry, fields):
-        """Several fields of buffer `id_reg`: r[entry] = its entry's offset, then each
-        (rd, offset, load) of `fields` (rd != entry)."""
+        """Fields of buffer `id_reg`: r[entry] = its entry's offset, then each (rd, offset,
+        load) of `fields` (only the last may overwrite `entry`)."""
         self.a.mul(entry, id_reg, BUF_BYTES)
         for rd, offset, load in fields:
             getattr(self.a, load)(rd, entry, HEADER.size + offset)
@@ -163,9 +163,9 @@ def _main(fw):
     a = fw.a
     a.label("main")
     a.inp(1, PortIn.CMD)
-    fw.a.and_(2, 1, 16)
+    a.and_(2, 1, 16)
     a.bz(2, "main")
-    fw.a.and_(1, 1, 15)
+    a.and_(1, 1, 15)
     for cmd, target in ((Cmd.LOAD, "cmd_load"), (Cmd.RUN, "cmd_run"), (Cmd.RESET, "cmd_reset")):
         a.xor(2, 1, int(cmd))
         a.bz(2, target)
@@ -356,17 +356,15 @@ def _validate_op(fw):
     a.ldb(8, 13, 5)                                      # r8 = dst
     fw.chk_ltu(8, R(9), Reason.BUFFER_ID)
     fw.buf_field(9, 8, 0)                                # r9 = dst tokens
-    not_readout = fw.uniq("tokens")
     done_tokens = fw.uniq("tokens_done")
     a.xor(12, 1, int(Op.READOUT))
     a.bz(12, done_tokens)
-    a.label(not_readout)
     def same_tokens(fw):
         fw.buf_field(3, 3, 0)
         fw.chk_eq(3, R(9), Reason.SHAPE)
     _each_source(fw, same_tokens)
     a.label(done_tokens)
-    matrix, attention, add, end = (fw.uniq(n) for n in ("matrix", "attention", "add", "end"))
+    attention, add, end = (fw.uniq(n) for n in ("attention", "add", "end"))
     a.xor(12, 1, int(Op.ATTENTION))
     a.bz(12, attention)
     a.xor(12, 1, int(Op.ADD))
@@ -460,14 +458,14 @@ def _weight_range(fw):
     a.bz(12, done)
     a.xor(12, 10, 8)
     a.bz(12, done)
-    _scan_range(fw, "ldh", 2)
+    _scan_range(fw, 2)
     a.j(done)
     a.label(narrow)
-    _scan_range(fw, "ldb", 1)
+    _scan_range(fw, 1)
     a.label(done)
 
 
-def _scan_range(fw, load, size):
+def _scan_range(fw, size):
     """The n_in x n_out (r4 x r5) elements of `size` bytes at the weight address must lie in
     the signed range of r10 bits (Reason.WEIGHT_RANGE). Uses r1..r3, r6, r7, r12."""
     a = fw.a
@@ -483,17 +481,25 @@ def _scan_range(fw, load, size):
     if size == 2:
         a.add(2, 2, R(2))
     a.add(2, 1, R(2))                                    # r2 = end
-    loop, done = fw.uniq("range"), fw.uniq("range_done")
+    _range_loop(fw, 1, 2, 3, 7, 6, size, Reason.WEIGHT_RANGE, fw.uniq("range_done"))
+
+
+def _range_loop(fw, ptr, end, value, lo, hi, size, reason, done):
+    """CHK (`reason`) that every signed element of `size` bytes from byte address r[ptr] up
+    to r[end] lies in [r[lo], r[hi]], into r[value]; then label `done`. Uses r12."""
+    a = fw.a
+    loop = fw.uniq("range")
     a.label(loop)
-    a.sltu(12, 1, R(2))
+    a.sltu(12, ptr, R(end))
     a.bz(12, done)
-    getattr(a, load)(3, 1, 0)
-    a.sext(3, 3, 8 * size)
-    a.slt(12, 3, R(7))
-    a.chkz(12, Reason.WEIGHT_RANGE)
-    a.slt(12, 6, R(3))
-    a.chkz(12, Reason.WEIGHT_RANGE)
-    a.add(1, 1, size)
+    getattr(a, {1: "ldb", 2: "ldh", 4: "ldw"}[size])(value, ptr, 0)
+    if size < 4:
+        a.sext(value, value, 8 * size)
+    a.slt(12, value, R(lo))
+    a.chkz(12, reason)
+    a.slt(12, hi, R(value))
+    a.chkz(12, reason)
+    a.add(ptr, ptr, size)
     a.j(loop)
     a.label(done)
 
@@ -607,12 +613,11 @@ def _capability_op(fw):
     a.sltu(3, 0, R(3))
     a.sltu(4, 0, R(4))
     fw.chk_eq(3, R(4), Reason.INT_WRITE)
-    matrix, other, written = fw.uniq("cap_matrix"), fw.uniq("cap_other"), fw.uniq("written")
+    other, written = fw.uniq("cap_other"), fw.uniq("written")
     a.xor(12, 1, int(Op.ADD))
     a.bz(12, other)
     a.xor(12, 1, int(Op.ATTENTION))
     a.bz(12, other)
-    a.label(matrix)
     a.ldb(3, 13, 2)
     _buffer_planes(fw, 4, 3)
     fw.chk_le_const(4, cfg.max_planes, Reason.PLANES)
@@ -706,18 +711,7 @@ def _bias_range(fw):
     lo, hi = signed_range(cfg.bias_width)
     a.li(6, lo)
     a.li(7, hi)
-    loop = fw.uniq("bias")
-    a.label(loop)
-    a.sltu(12, 3, R(2))
-    a.bz(12, done)
-    a.ldw(4, 3, 0)
-    a.slt(12, 4, R(6))
-    a.chkz(12, Reason.BIAS_RANGE)
-    a.slt(12, 7, R(4))
-    a.chkz(12, Reason.BIAS_RANGE)
-    a.add(3, 3, 4)
-    a.j(loop)
-    a.label(done)
+    _range_loop(fw, 3, 2, 4, 6, 7, 4, Reason.BIAS_RANGE, done)
 
 
 def _answer(fw, state):
