@@ -10,12 +10,13 @@ for `baud` (115200) at the PLL clock: the host talks to the board at a standard 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from amaranth import Elaboratable, Module
 from amaranth.lib import io
 
 from ..golden.program_loader import AcceleratorConfig
-from ..rtl.device import Device, device_params
+from ..rtl.device import COMPACT_BUILD, DIGITS_BUILD, Device, device_params
 from ..rtl.uart import divisor_for
 from .selftest import add_pll_domain, request_leds
 
@@ -110,6 +111,16 @@ def accelerator_report_name(board, lanes=4, engine_lanes=None, compact=False) ->
         return f"accelerator-{board}-compact"
     return (f"accelerator-{board}" + (f"-l{lanes}" if lanes != 4 else "")
             + (f"-e{engine_lanes}" if engine_lanes else ""))
+
+
+# The accelerator builds the bench and the demo put on boards: (board, model group, build).
+# A build without a board of its own (the PINN's fast one) is rated at the first one's clock.
+BOARD_BUILDS = (("ulx3s", "digits", DIGITS_BUILD), ("icebreaker", "pinn", COMPACT_BUILD))
+
+
+def accelerator_report_path(board, build, build_dir="build") -> Path:
+    """The board report of `build` (a build dict of rtl/device.py) on `board`."""
+    return Path(build_dir, "reports", f"synth-{accelerator_report_name(board, **build)}.json")
 
 
 def synth_accelerator(board, models=MODEL_GROUPS["digits"], lanes=4, target_mhz=None,

@@ -141,7 +141,7 @@ def bench_accelerator(runs=ACCEL_RUNS, progress=print) -> dict:
     from .golden.program_loader import AcceleratorConfig
     from .rtl.accelerator import Accelerator
     from .rtl.compact import CompactAccelerator
-    from .boards.accelerator_top import accelerator_report_name
+    from .boards.accelerator_top import BOARD_BUILDS, accelerator_report_path
     from .rtl.device import COMPACT_BUILD, DIGITS_BUILD, PINN_BUILD, build_label
     from .sim.amaranth_runs import run_accelerator
     from .sim.link_jobs import prepare_model
@@ -171,12 +171,12 @@ def bench_accelerator(runs=ACCEL_RUNS, progress=print) -> dict:
                              for op, c, i in zip(run.program.ops, layers, ideal["ops"])],
                      "events": got["counters"]["perf_events"],
                      "skipped": got["counters"]["perf_skipped"]})
-    # each row's board (the fast builds: the digits build on the ULX3S; the compact build:
-    # the iCEBreaker): the clock its report was constrained to (met or not) and its Fmax
+    # each row's board (BOARD_BUILDS): the clock its report was constrained to (met or not)
+    # and its Fmax
+    rated = {build_label(build): (board, build) for board, _, build in BOARD_BUILDS}
     for row in rows:
-        board, build = (("icebreaker", COMPACT_BUILD) if row["build"] == "compact"
-                        else ("ulx3s", DIGITS_BUILD))
-        path = REPORTS / f"synth-{accelerator_report_name(board, **build)}.json"
+        board, build = rated.get(row["build"], rated[build_label(DIGITS_BUILD)])
+        path = accelerator_report_path(board, build)
         report = json.loads(path.read_text()) if path.is_file() else {}
         if report.get("fmax_mhz"):
             row["board"] = f"{board} ({build_label(build)})"
@@ -198,10 +198,9 @@ def bench_synth(progress) -> list[dict]:
     builds += [(board, core) for core in CORES for board in boards]
     reports = []
     # the digits accelerator's throughput build on ECP5, the PINN's compact build on iCE40
-    from .boards.accelerator_top import MODEL_GROUPS, synth_accelerator
-    from .rtl.device import COMPACT_BUILD, DIGITS_BUILD, build_label
-    for board, model, build in (("ulx3s", "digits", DIGITS_BUILD),
-                                ("icebreaker", "pinn", COMPACT_BUILD)):
+    from .boards.accelerator_top import BOARD_BUILDS, MODEL_GROUPS, synth_accelerator
+    from .rtl.device import build_label
+    for board, model, build in BOARD_BUILDS:
         if board not in boards:
             continue
         try:

@@ -79,9 +79,9 @@ def _row(run, prepared, build):
 
 def _board_report(board, models, build, synth, progress):
     """A build's board report: built now, or the last one on disk."""
-    from .boards.accelerator_top import accelerator_report_name, synth_accelerator
+    from .boards.accelerator_top import accelerator_report_path, synth_accelerator
     from .rtl.device import build_label
-    path = REPORTS / f"synth-{accelerator_report_name(board, **build)}.json"
+    path = accelerator_report_path(board, build)
     if synth:
         progress(f"building the {board} bitstream of the {build_label(build)} accelerator "
                  f"for {', '.join(models)} (place and route takes minutes)")
